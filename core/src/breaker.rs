@@ -1,0 +1,495 @@
+//! The breaker: a word in an `AtomicU64`, the transitions of [`crate::word`] applied by one CAS
+//! loop, and the hooks (metrics, listener) that observe them.
+
+use core::cell::Cell;
+use core::fmt;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_utils::CachePadded;
+
+use crate::loom::{AtomicU64, Ordering};
+use crate::word::{Admission, Command, Limits, Outcome, Snapshot, Ticket};
+use crate::{Clock, Config, ConfigError, Counters, DefaultClock, Metrics, State, Transition};
+
+type Listener = Box<dyn Fn(&Transition) + Send + Sync>;
+
+/// A circuit breaker whose whole state is one `AtomicU64`.
+///
+/// `C` is where time comes from ([`DefaultClock`] unless told otherwise) and `M` what is counted
+/// ([`Counters`], or [`crate::NoMetrics`] for nothing). Share it by reference or `Arc`: every
+/// method takes `&self` and none blocks.
+///
+/// ```
+/// use cb_core::{CircuitBreaker, CallError, Config, State};
+/// use std::time::Duration;
+///
+/// let breaker = CircuitBreaker::new(
+///     Config::default().failure_threshold(2).recovery_timeout(Duration::from_secs(30)),
+/// ).unwrap();
+/// for _ in 0..2 {
+///     let _ = breaker.call(|| Err::<(), _>("connection refused"));
+/// }
+/// assert_eq!(breaker.state(), State::Open);
+/// // Rejected without running the closure.
+/// match breaker.call(|| -> Result<(), ()> { unreachable!() }) {
+///     Err(CallError::Rejected(rejected)) => assert!(rejected.retry_after().unwrap() <= Duration::from_secs(30)),
+///     _ => panic!("expected a rejection"),
+/// }
+/// ```
+pub struct CircuitBreaker<C: Clock = DefaultClock, M: Metrics = Counters> {
+    word: CachePadded<AtomicU64>,
+    limits: Limits,
+    config: Config,
+    clock: C,
+    metrics: M,
+    listener: Option<Listener>,
+}
+
+/// Why a call was not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    state: State,
+    retry_after: Option<Duration>,
+}
+
+impl Rejected {
+    /// The state that rejected the call: OPEN, HALF_OPEN (every probe slot taken) or FORCED_OPEN.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// How long until the breaker admits a probe: the rest of the recovery timeout in OPEN, zero
+    /// in HALF_OPEN (a slot frees when a probe ends), `None` in FORCED_OPEN (until reset).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.retry_after {
+            Some(d) => write!(f, "circuit breaker is {}; retry in {:.3} s", self.state, d.as_secs_f64()),
+            None => write!(f, "circuit breaker is {} until reset", self.state),
+        }
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// What [`CircuitBreaker::call`] returns on error: the call was rejected, or it ran and failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CallError<E> {
+    /// The breaker did not run the call.
+    Rejected(Rejected),
+    /// The call ran and returned this error (counted as the classifier said).
+    Inner(E),
+}
+
+impl<E: fmt::Display> fmt::Display for CallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Rejected(r) => r.fmt(f),
+            CallError::Inner(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::Rejected(r) => Some(r),
+            CallError::Inner(e) => Some(e),
+        }
+    }
+}
+
+/// Reads the clock at most once, however many times a CAS loop retries.
+struct LazyNow<'c, C> {
+    clock: &'c C,
+    value: Cell<Option<u64>>,
+}
+
+impl<'c, C: Clock> LazyNow<'c, C> {
+    fn new(clock: &'c C) -> Self {
+        LazyNow { clock, value: Cell::new(None) }
+    }
+
+    fn get(&self) -> u64 {
+        match self.value.get() {
+            Some(t) => t,
+            None => {
+                let t = self.clock.now();
+                self.value.set(Some(t));
+                t
+            }
+        }
+    }
+}
+
+impl CircuitBreaker {
+    /// A breaker with the default clock and counters.
+    ///
+    /// ```
+    /// let breaker = cb_core::CircuitBreaker::new(cb_core::Config::default()).unwrap();
+    /// assert_eq!(breaker.state(), cb_core::State::Closed);
+    /// ```
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        Self::with_parts(config, DefaultClock::default(), Counters::default())
+    }
+}
+
+impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
+    /// A breaker with the given clock and metrics. Fails if `config` is out of range.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, ManualClock, NoMetrics};
+    /// let err = CircuitBreaker::with_parts(Config::default().half_open_max_calls(300), ManualClock::new(0), NoMetrics);
+    /// assert_eq!(err.unwrap_err().field(), "half_open_max_calls");
+    /// ```
+    pub fn with_parts(config: Config, clock: C, metrics: M) -> Result<Self, ConfigError> {
+        Ok(CircuitBreaker {
+            word: CachePadded::new(AtomicU64::new(Snapshot::default().bits())),
+            limits: config.limits()?,
+            config,
+            clock,
+            metrics,
+            listener: None,
+        })
+    }
+
+    /// Calls `listener` exactly once for every transition, after it took effect, on the thread
+    /// that made it. It runs on that caller's path: keep it short (log, bump a metric).
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, State};
+    /// use std::sync::{Arc, Mutex};
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = Arc::clone(&seen);
+    /// let breaker = CircuitBreaker::new(Config::default().failure_threshold(1)).unwrap()
+    ///     .on_transition(move |t| log.lock().unwrap().push((t.from, t.to, t.reason.to_string())));
+    /// let _ = breaker.call(|| Err::<(), _>(()));
+    /// assert_eq!(*seen.lock().unwrap(), [(State::Closed, State::Open, "1 consecutive failures".to_string())]);
+    /// ```
+    pub fn on_transition(mut self, listener: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
+        self.listener = Some(Box::new(listener));
+        self
+    }
+
+    /// The one CAS loop: applies `f` to the current word until its answer is written or it asks
+    /// for no write, then announces the transition it made, if any.
+    #[inline]
+    fn update<R>(
+        &self,
+        now: &LazyNow<'_, C>,
+        mut f: impl FnMut(Snapshot) -> (Option<Snapshot>, R, Option<Transition>),
+    ) -> R {
+        let mut current = Snapshot::from_bits(self.word.load(Ordering::Acquire));
+        loop {
+            let (next, result, transition) = f(current);
+            let Some(next) = next else { return result };
+            match self.word.compare_exchange_weak(
+                current.bits(),
+                next.bits(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    if let Some(transition) = transition {
+                        self.announce(&transition, now.get());
+                    }
+                    return result;
+                }
+                Err(actual) => current = Snapshot::from_bits(actual),
+            }
+        }
+    }
+
+    #[cold]
+    fn announce(&self, transition: &Transition, now: u64) {
+        self.metrics.on_transition(transition, now);
+        if let Some(listener) = &self.listener {
+            listener(transition);
+        }
+    }
+
+    /// Asks to run a call. On success the returned [`Permit`] holds the slot until it reports an
+    /// outcome or is dropped (a drop reports [`Outcome::Ignored`]).
+    ///
+    /// ```
+    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
+    /// let permit = breaker.admit().expect("closed admits");
+    /// // ... make the call ...
+    /// permit.success();
+    /// ```
+    #[inline]
+    pub fn admit(&self) -> Result<Permit<'_, C, M>, Rejected> {
+        self.admit_ticket().map(|ticket| Permit { breaker: self, ticket: Some(ticket) })
+    }
+
+    /// [`CircuitBreaker::admit`] without the guard: the caller must pass the ticket to
+    /// [`CircuitBreaker::record`] exactly once, or a HALF_OPEN slot stays taken until the probe
+    /// timeout. For bindings that keep the ticket in their own object.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Outcome};
+    /// let breaker = CircuitBreaker::new(Default::default()).unwrap();
+    /// let ticket = breaker.admit_ticket().unwrap();
+    /// breaker.record(ticket, Outcome::Success);
+    /// ```
+    #[inline]
+    pub fn admit_ticket(&self) -> Result<Ticket, Rejected> {
+        let now = LazyNow::new(&self.clock);
+        let admission = self.update(&now, |s| {
+            let (next, admission, transition) = s.admit(|| now.get(), &self.limits);
+            (next, admission, transition)
+        });
+        match admission {
+            Admission::Admitted(ticket) => Ok(ticket),
+            Admission::Rejected { state, retry_after_ticks } => {
+                self.metrics.on_rejected();
+                Err(Rejected { state, retry_after: retry_after_ticks.map(Duration::from_millis) })
+            }
+        }
+    }
+
+    /// Reports the outcome of a call admitted with `ticket`. An outcome from an earlier
+    /// generation is counted in the metrics but does not change the state.
+    #[inline]
+    pub fn record(&self, ticket: Ticket, outcome: Outcome) {
+        let now = LazyNow::new(&self.clock);
+        match outcome {
+            Outcome::Success => self.metrics.on_success(),
+            Outcome::Failure => self.metrics.on_failure(if M::WANTS_TIME { now.get() } else { 0 }),
+            Outcome::Ignored => self.metrics.on_ignored(),
+        }
+        self.update(&now, |s| {
+            let (next, transition) = s.record(ticket, outcome, || now.get(), &self.limits);
+            (next, (), transition)
+        });
+    }
+
+    /// Runs `f` if admitted; `Ok` counts as success and `Err` as failure. A panic in `f`
+    /// releases the slot and counts as neither.
+    ///
+    /// ```
+    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
+    /// assert_eq!(breaker.call(|| Ok::<_, ()>(42)).unwrap(), 42);
+    /// ```
+    #[inline]
+    pub fn call<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, CallError<E>> {
+        self.call_classified(
+            |r: &Result<T, E>| if r.is_ok() { Outcome::Success } else { Outcome::Failure },
+            f,
+        )
+    }
+
+    /// Runs `f` if admitted and lets `classify` decide what its result counts as: an error that
+    /// is the caller's own fault, or a cancellation, can be [`Outcome::Ignored`]; an `Ok` that
+    /// carries an error status can be [`Outcome::Failure`].
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, Outcome, State};
+    /// let breaker = CircuitBreaker::new(Config::default().failure_threshold(1)).unwrap();
+    /// // 404 is the caller's problem, not the dependency's.
+    /// let classify = |r: &Result<u16, u16>| match r {
+    ///     Ok(_) => Outcome::Success,
+    ///     Err(code) if *code < 500 => Outcome::Ignored,
+    ///     Err(_) => Outcome::Failure,
+    /// };
+    /// let _ = breaker.call_classified(classify, || Err(404));
+    /// assert_eq!(breaker.state(), State::Closed);
+    /// let _ = breaker.call_classified(classify, || Err(503));
+    /// assert_eq!(breaker.state(), State::Open);
+    /// ```
+    #[inline]
+    pub fn call_classified<T, E>(
+        &self,
+        classify: impl FnOnce(&Result<T, E>) -> Outcome,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, CallError<E>> {
+        let permit = self.admit().map_err(CallError::Rejected)?;
+        let result = f();
+        permit.record(classify(&result));
+        result.map_err(CallError::Inner)
+    }
+
+    /// The state now. An elapsed OPEN reads HALF_OPEN, and that transition is written and
+    /// announced (once, by whichever reader or caller gets there first).
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, ManualClock, NoMetrics, State};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new(0);
+    /// let config = Config::default().failure_threshold(1).recovery_timeout(Duration::from_secs(5));
+    /// let breaker = CircuitBreaker::with_parts(config, &clock, NoMetrics).unwrap();
+    /// let _ = breaker.call(|| Err::<(), _>(()));
+    /// assert_eq!(breaker.state(), State::Open);
+    /// clock.advance(Duration::from_secs(5));
+    /// assert_eq!(breaker.state(), State::HalfOpen);
+    /// ```
+    pub fn state(&self) -> State {
+        let now = LazyNow::new(&self.clock);
+        self.update(&now, |s| {
+            if s.stored_state() != State::Open {
+                return (None, s.stored_state(), None);
+            }
+            let (next, transition) = s.settle(now.get(), &self.limits);
+            (next, s.state_at(now.get(), &self.limits), transition)
+        })
+    }
+
+    /// The raw word, for inspection. Reading it writes nothing.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::from_bits(self.word.load(Ordering::Acquire))
+    }
+
+    /// OPEN: time left until it admits a probe (zero once elapsed). `None` in other states.
+    pub fn time_until_half_open(&self) -> Option<Duration> {
+        self.snapshot()
+            .ticks_until_half_open(self.clock.now(), &self.limits)
+            .map(Duration::from_millis)
+    }
+
+    fn command(&self, command: Command) {
+        let now = LazyNow::new(&self.clock);
+        self.update(&now, |s| {
+            let (next, transition) = s.command(command);
+            (Some(next), (), transition)
+        });
+    }
+
+    /// Back to CLOSED with the failure count cleared. Outcomes of calls admitted before are
+    /// ignored. Totals in the metrics are kept.
+    pub fn reset(&self) {
+        self.command(Command::Reset);
+    }
+
+    /// OPEN until [`CircuitBreaker::reset`], whatever the timeout.
+    ///
+    /// ```
+    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
+    /// breaker.force_open();
+    /// assert_eq!(breaker.admit().unwrap_err().retry_after(), None);
+    /// breaker.reset();
+    /// assert!(breaker.admit().is_ok());
+    /// ```
+    pub fn force_open(&self) {
+        self.command(Command::ForceOpen);
+    }
+
+    /// Admits everything and never trips, until [`CircuitBreaker::reset`].
+    pub fn disable(&self) {
+        self.command(Command::Disable);
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The configuration in the word's units.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The clock it reads.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The metrics it feeds.
+    pub fn metrics(&self) -> &M {
+        &self.metrics
+    }
+
+    /// Converts a tick of this breaker's clock into wall-clock time (for reports), by the
+    /// distance between the tick and the clock's reading now.
+    pub fn wall_time(&self, tick: u64) -> SystemTime {
+        let ago = Duration::from_millis(self.clock.now().saturating_sub(tick));
+        SystemTime::now().checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+impl<C: Clock> CircuitBreaker<C, Counters> {
+    /// Wall-clock time of the last reported failure, if any.
+    pub fn last_failure_time(&self) -> Option<SystemTime> {
+        self.metrics.last_failure_tick().map(|t| self.wall_time(t))
+    }
+
+    /// Wall-clock time of the last transition, if any.
+    pub fn last_state_change_time(&self) -> Option<SystemTime> {
+        self.metrics.last_change_tick().map(|t| self.wall_time(t))
+    }
+}
+
+impl<C: Clock, M: Metrics> fmt::Debug for CircuitBreaker<C, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("snapshot", &self.snapshot())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The right to run one call, from [`CircuitBreaker::admit`]. Report how it ended with
+/// [`Permit::success`], [`Permit::failure`] or [`Permit::ignore`]; dropping it unreported (a
+/// panic, a cancelled future) counts as [`Outcome::Ignored`], so a HALF_OPEN slot is never kept.
+///
+/// ```
+/// use cb_core::{CircuitBreaker, Config, State};
+/// use std::time::Duration;
+/// let breaker = CircuitBreaker::new(Config::default().failure_threshold(1).recovery_timeout(Duration::ZERO)).unwrap();
+/// breaker.admit().unwrap().failure();
+/// let probe = breaker.admit().unwrap();     // the one probe slot
+/// assert!(breaker.admit().is_err());         // taken
+/// drop(probe);                               // released, not counted
+/// assert!(breaker.admit().is_ok());
+/// ```
+#[must_use = "a permit reports its outcome; dropping it at once counts as Ignored"]
+pub struct Permit<'a, C: Clock = DefaultClock, M: Metrics = Counters> {
+    breaker: &'a CircuitBreaker<C, M>,
+    ticket: Option<Ticket>,
+}
+
+impl<C: Clock, M: Metrics> Permit<'_, C, M> {
+    /// The call succeeded.
+    pub fn success(self) {
+        self.record(Outcome::Success);
+    }
+
+    /// The call failed.
+    pub fn failure(self) {
+        self.record(Outcome::Failure);
+    }
+
+    /// The call ended in a way that says nothing about the dependency.
+    pub fn ignore(self) {
+        self.record(Outcome::Ignored);
+    }
+
+    /// Reports `outcome`.
+    pub fn record(mut self, outcome: Outcome) {
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.record(ticket, outcome);
+        }
+    }
+
+    /// Whether this call is a HALF_OPEN probe.
+    pub fn is_probe(&self) -> bool {
+        self.ticket.is_some_and(|t| t.is_probe())
+    }
+}
+
+impl<C: Clock, M: Metrics> Drop for Permit<'_, C, M> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.record(ticket, Outcome::Ignored);
+        }
+    }
+}
+
+impl<C: Clock, M: Metrics> fmt::Debug for Permit<'_, C, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit").field("ticket", &self.ticket).finish()
+    }
+}

@@ -1,0 +1,211 @@
+//! Where the breaker gets the time: a trait, so tests and loom control it, and the clocks that
+//! ship.
+//!
+//! Ticks are milliseconds since a host-wide epoch. On Linux every clock here counts from the
+//! same `CLOCK_MONOTONIC` epoch (boot), so a word written by one process is read correctly by
+//! another on the same host: the property a breaker shared through memory needs. The word holds
+//! 46 bits of ticks: 2,229 years of uptime before it could wrap.
+//!
+//! | clock | resolution | cost of `now` (measured, see BENCHMARKS.md) | notes |
+//! |---|---|---|---|
+//! | [`MonotonicClock`] | 1 ms (reads ns) | one `clock_gettime(CLOCK_MONOTONIC)` through the vDSO | exact |
+//! | [`CoarseClock`] (the default, [`DefaultClock`]) | one kernel tick (1–10 ms; `clock_getres` says) | one `clock_gettime(CLOCK_MONOTONIC_COARSE)` | never ahead of real time, so a timeout ends late by at most one tick |
+//! | [`CachedClock`] | the ticker's interval (1 ms by default) | one relaxed atomic load | opt-in: a background thread refreshes it |
+//! | [`ManualClock`] | whatever the test sets | one atomic load | for tests and loom |
+
+use std::sync::atomic::{AtomicBool, AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crate::loom::{AtomicU64, Ordering};
+
+/// A source of ticks (milliseconds since a fixed, host-wide epoch) that never goes backwards.
+///
+/// ```
+/// use cb_core::{Clock, ManualClock};
+/// let clock = ManualClock::new(5);
+/// assert_eq!(clock.now(), 5);
+/// ```
+pub trait Clock: Send + Sync {
+    /// The current tick.
+    fn now(&self) -> u64;
+}
+
+impl<C: Clock + ?Sized> Clock for &C {
+    fn now(&self) -> u64 {
+        (**self).now()
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> u64 {
+        (**self).now()
+    }
+}
+
+/// The clock a breaker uses unless told otherwise: [`CoarseClock`], the cheapest host-wide
+/// monotonic clock (see the table in the [module docs](self)).
+pub type DefaultClock = CoarseClock;
+
+#[cfg(unix)]
+fn clock_gettime_ms(id: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec, and both clock ids used here exist on every
+    // Linux since 2.6.32; on failure (impossible for these ids) `ts` stays zero.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    (ts.tv_sec as u64) * 1_000 + (ts.tv_nsec as u64) / 1_000_000
+}
+
+#[cfg(not(unix))]
+fn process_epoch_ms() -> u64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// `CLOCK_MONOTONIC`: exact to the millisecond, host-wide.
+///
+/// ```
+/// use cb_core::{Clock, MonotonicClock};
+/// let a = MonotonicClock.now();
+/// assert!(MonotonicClock.now() >= a);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MonotonicClock;
+
+impl Clock for MonotonicClock {
+    #[inline]
+    fn now(&self) -> u64 {
+        #[cfg(unix)]
+        return clock_gettime_ms(libc::CLOCK_MONOTONIC);
+        #[cfg(not(unix))]
+        return process_epoch_ms();
+    }
+}
+
+/// `CLOCK_MONOTONIC_COARSE` on Linux: the time at the last kernel tick, so it costs no more than
+/// a memory read in the vDSO. Never ahead of [`MonotonicClock`]; behind it by less than one tick.
+/// Other systems fall back to [`MonotonicClock`].
+///
+/// ```
+/// use cb_core::{Clock, CoarseClock, MonotonicClock};
+/// let coarse = CoarseClock.now();
+/// assert!(MonotonicClock.now() >= coarse);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoarseClock;
+
+impl Clock for CoarseClock {
+    #[inline]
+    fn now(&self) -> u64 {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return clock_gettime_ms(libc::CLOCK_MONOTONIC_COARSE);
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        return MonotonicClock.now();
+    }
+}
+
+struct CachedInner {
+    ticks: crossbeam_utils::CachePadded<StdAtomicU64>,
+    stop: AtomicBool,
+}
+
+/// A clock read from memory, kept fresh by a background thread that stores
+/// [`MonotonicClock`]'s reading every `interval`. The cheapest clock; opt-in because it costs a
+/// thread. The thread stops when the last clone of the clock is dropped.
+///
+/// ```
+/// use cb_core::{CachedClock, Clock};
+/// use std::time::Duration;
+/// let clock = CachedClock::start(Duration::from_millis(1));
+/// let a = clock.now();
+/// std::thread::sleep(Duration::from_millis(20));
+/// assert!(clock.now() > a);
+/// ```
+#[derive(Clone)]
+pub struct CachedClock {
+    inner: Arc<CachedInner>,
+    _owner: Arc<TickerOwner>,
+}
+
+/// Stops the ticker when the last [`CachedClock`] clone goes away.
+struct TickerOwner(Arc<CachedInner>);
+
+impl Drop for TickerOwner {
+    fn drop(&mut self) {
+        self.0.stop.store(true, StdOrdering::Relaxed);
+    }
+}
+
+impl CachedClock {
+    /// Starts the ticker thread. A reading is at most `interval` (plus scheduling delay) behind.
+    pub fn start(interval: Duration) -> Self {
+        let inner = Arc::new(CachedInner {
+            ticks: crossbeam_utils::CachePadded::new(StdAtomicU64::new(MonotonicClock.now())),
+            stop: AtomicBool::new(false),
+        });
+        let ticker = Arc::clone(&inner);
+        thread::Builder::new()
+            .name("cb-clock-ticker".into())
+            .spawn(move || {
+                while !ticker.stop.load(StdOrdering::Relaxed) {
+                    ticker.ticks.store(MonotonicClock.now(), StdOrdering::Relaxed);
+                    thread::sleep(interval);
+                }
+            })
+            .expect("spawning the clock ticker thread");
+        CachedClock { _owner: Arc::new(TickerOwner(Arc::clone(&inner))), inner }
+    }
+}
+
+impl Clock for CachedClock {
+    #[inline]
+    fn now(&self) -> u64 {
+        self.inner.ticks.load(StdOrdering::Relaxed)
+    }
+}
+
+impl core::fmt::Debug for CachedClock {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CachedClock").field("ticks", &self.now()).finish()
+    }
+}
+
+/// A clock that moves only when told to: for tests, and for loom (its atomic is loom's there).
+///
+/// ```
+/// use cb_core::{Clock, ManualClock};
+/// use std::time::Duration;
+/// let clock = ManualClock::new(0);
+/// clock.advance(Duration::from_millis(1_500));
+/// assert_eq!(clock.now(), 1_500);
+/// ```
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    ticks: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock reading `ticks`.
+    pub fn new(ticks: u64) -> Self {
+        ManualClock { ticks: AtomicU64::new(ticks) }
+    }
+
+    /// Moves the clock forward (whole milliseconds, rounded down).
+    pub fn advance(&self, by: Duration) {
+        self.ticks.fetch_add(by.as_millis() as u64, Ordering::AcqRel);
+    }
+
+    /// Sets the clock to `ticks`.
+    pub fn set(&self, ticks: u64) {
+        self.ticks.store(ticks, Ordering::Release);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> u64 {
+        self.ticks.load(Ordering::Acquire)
+    }
+}

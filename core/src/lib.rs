@@ -1,0 +1,152 @@
+//! A lock-free circuit breaker whose whole state is one `AtomicU64`.
+//!
+//! A circuit breaker stops calls to a failing dependency: CLOSED admits everything and opens
+//! after `failure_threshold` consecutive failures; OPEN rejects without running the call until
+//! `recovery_timeout` has elapsed; then it is HALF_OPEN and admits up to `half_open_max_calls`
+//! probes at a time: `success_threshold` consecutive probe successes close it, any probe failure
+//! opens it again.
+//!
+//! ```
+//! use cb_core::{CircuitBreaker, Config, State};
+//! use std::time::Duration;
+//!
+//! let breaker = CircuitBreaker::new(
+//!     Config::default().failure_threshold(3).recovery_timeout(Duration::from_millis(50)),
+//! )?;
+//! for _ in 0..3 {
+//!     let _ = breaker.call(|| Err::<(), _>("timeout"));
+//! }
+//! assert_eq!(breaker.state(), State::Open);
+//! std::thread::sleep(Duration::from_millis(70));
+//! assert_eq!(breaker.state(), State::HalfOpen);
+//! assert_eq!(breaker.call(|| Ok::<_, &str>("pong")), Ok("pong"));
+//! assert_eq!(breaker.state(), State::Closed);
+//! # Ok::<(), cb_core::ConfigError>(())
+//! ```
+//!
+//! # Design
+//!
+//! - [`Snapshot`] is the 64-bit word as a value: state, generation and the state's counts or
+//!   timestamp (the layout is drawn in [`word`]). Every transition is a pure function
+//!   `(Snapshot, now) -> Option<Snapshot>`; [`CircuitBreaker`] applies them with one CAS loop.
+//! - The closed path reads the word and, when nothing needs counting, writes nothing and reads no
+//!   clock. The open path is one load, one clock read and a compare.
+//! - Every admitted call gets a [`Ticket`] naming the generation it was admitted in; every state
+//!   change starts a new generation, and an outcome from an older one changes nothing.
+//! - A HALF_OPEN probe slot is released by its outcome or by dropping its [`Permit`]. A slot that
+//!   is neither (a leaked permit, a crashed process sharing the word) is presumed lost after
+//!   `probe_timeout`: the next caller starts a fresh round of probes.
+//! - Time is a [`Clock`]; counters are a [`Metrics`]; transitions go to one listener.
+
+#![warn(missing_docs)]
+
+mod breaker;
+mod clock;
+mod config;
+mod loom;
+mod metrics;
+pub mod word;
+
+use core::fmt;
+
+pub use breaker::{CallError, CircuitBreaker, Permit, Rejected};
+pub use clock::{CachedClock, Clock, CoarseClock, DefaultClock, ManualClock, MonotonicClock};
+pub use config::{Config, ConfigError, MAX_TIMEOUT};
+pub use metrics::{Counters, Metrics, NoMetrics, Totals, STRIPES};
+pub use word::{Admission, Command, Limits, Outcome, Snapshot, Ticket};
+
+/// A breaker's state.
+///
+/// ```
+/// assert_eq!(cb_core::State::HalfOpen.to_string(), "HALF_OPEN");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Calls run; failures are counted.
+    Closed,
+    /// Calls are rejected until the recovery timeout elapses.
+    Open,
+    /// A limited number of probe calls run to test the dependency.
+    HalfOpen,
+    /// Calls are rejected until `reset` (set by `force_open`).
+    ForcedOpen,
+    /// Calls run and nothing trips until `reset` (set by `disable`).
+    Disabled,
+}
+
+impl State {
+    /// The name used in reports and logs: `CLOSED`, `OPEN`, `HALF_OPEN`, `FORCED_OPEN`,
+    /// `DISABLED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "CLOSED",
+            State::Open => "OPEN",
+            State::HalfOpen => "HALF_OPEN",
+            State::ForcedOpen => "FORCED_OPEN",
+            State::Disabled => "DISABLED",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a transition happened.
+///
+/// ```
+/// use cb_core::Reason;
+/// assert_eq!(Reason::FailureThreshold { failures: 3 }.to_string(), "3 consecutive failures");
+/// assert_eq!(Reason::RecoveryTimeoutElapsed.to_string(), "recovery timeout elapsed");
+/// assert_eq!(Reason::ProbeSucceeded { successes: 1 }.to_string(), "recovery successful");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// CLOSED → OPEN: this many consecutive failures reached the threshold.
+    FailureThreshold {
+        /// The consecutive failures counted.
+        failures: u64,
+    },
+    /// OPEN → HALF_OPEN.
+    RecoveryTimeoutElapsed,
+    /// HALF_OPEN → CLOSED: this many consecutive probes succeeded.
+    ProbeSucceeded {
+        /// The consecutive probe successes counted.
+        successes: u64,
+    },
+    /// HALF_OPEN → OPEN.
+    ProbeFailed,
+    /// Anything → CLOSED by `reset`.
+    Reset,
+    /// Anything → FORCED_OPEN by `force_open`.
+    ForcedOpen,
+    /// Anything → DISABLED by `disable`.
+    Disabled,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::FailureThreshold { failures } => write!(f, "{failures} consecutive failures"),
+            Reason::RecoveryTimeoutElapsed => f.write_str("recovery timeout elapsed"),
+            Reason::ProbeSucceeded { .. } => f.write_str("recovery successful"),
+            Reason::ProbeFailed => f.write_str("half-open probe failed"),
+            Reason::Reset => f.write_str("manual reset"),
+            Reason::ForcedOpen => f.write_str("forced open"),
+            Reason::Disabled => f.write_str("disabled"),
+        }
+    }
+}
+
+/// A change of state, as announced to the listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Transition {
+    /// The state before.
+    pub from: State,
+    /// The state after.
+    pub to: State,
+    /// Why.
+    pub reason: Reason,
+}

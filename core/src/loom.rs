@@ -1,0 +1,8 @@
+//! The atomics the breaker is built on, from `std` normally and from `loom` under `cfg(loom)`,
+//! so that the code that ships is the code that is model-checked.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};

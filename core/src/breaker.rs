@@ -478,6 +478,13 @@ impl<C: Clock, M: Metrics> Permit<'_, C, M> {
     pub fn is_probe(&self) -> bool {
         self.ticket.is_some_and(|t| t.is_probe())
     }
+
+    /// The generation the call was admitted in. The `half_open_max_calls` limit holds per
+    /// generation: once a probe fails, the others of its round are stale, and the next round
+    /// (after the recovery timeout) has its own slots.
+    pub fn generation(&self) -> u64 {
+        self.ticket.map_or(0, |t| t.generation())
+    }
 }
 
 impl<C: Clock, M: Metrics> Drop for Permit<'_, C, M> {

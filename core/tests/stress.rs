@@ -1,0 +1,146 @@
+//! Real threads on every core, hammering one breaker: no over-admission, one event per
+//! transition, and counters that add up exactly.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use cb_core::{CircuitBreaker, Config, MonotonicClock, Outcome, State, Transition};
+
+const THREADS: usize = 8;
+
+fn xorshift(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+#[test]
+fn concurrent_failures_open_exactly_once() {
+    for _round in 0..20 {
+        let events = Arc::new(Mutex::new(Vec::<Transition>::new()));
+        let log = Arc::clone(&events);
+        let breaker = Arc::new(
+            CircuitBreaker::new(Config::default().failure_threshold(50).recovery_timeout(Duration::from_secs(600)))
+                .unwrap()
+                .on_transition(move |t| log.lock().unwrap().push(*t)),
+        );
+        let start = Arc::new(Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (b, start) = (Arc::clone(&breaker), Arc::clone(&start));
+                thread::spawn(move || {
+                    start.wait();
+                    for _ in 0..100 {
+                        let _ = b.call(|| Err::<(), _>(()));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(breaker.state(), State::Open);
+        let events = events.lock().unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(breaker.metrics().totals().opened, 1);
+        let t = breaker.metrics().totals();
+        assert_eq!(t.failures + t.rejections, (THREADS * 100) as u64);
+        assert!(t.failures >= 50);
+    }
+}
+
+#[test]
+fn half_open_never_admits_more_than_max_calls_and_counters_add_up() {
+    const MAX_CALLS: u64 = 3;
+    const RUN_FOR: Duration = Duration::from_millis(400);
+    let events = Arc::new(Mutex::new(Vec::<Transition>::new()));
+    let log = Arc::clone(&events);
+    let breaker = Arc::new(
+        CircuitBreaker::with_parts(
+            Config::default()
+                .failure_threshold(3)
+                .recovery_timeout(Duration::ZERO)
+                .half_open_max_calls(MAX_CALLS)
+                .success_threshold(2),
+            MonotonicClock,
+            cb_core::Counters::default(),
+        )
+        .unwrap()
+        .on_transition(move |t| log.lock().unwrap().push(*t)),
+    );
+    // Probes running now, per generation: the limit holds per round of probes.
+    let probes_now: Arc<Vec<AtomicU64>> = Arc::new((0..1 << 15).map(|_| AtomicU64::new(0)).collect());
+    let max_seen = Arc::new(AtomicU64::new(0));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let start = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS as u64)
+        .map(|i| {
+            let (b, probes_now, max_seen, attempts, start) = (
+                Arc::clone(&breaker),
+                Arc::clone(&probes_now),
+                Arc::clone(&max_seen),
+                Arc::clone(&attempts),
+                Arc::clone(&start),
+            );
+            thread::spawn(move || {
+                let mut seed = 0x9E37_79B9_7F4A_7C15 ^ (i + 1);
+                start.wait();
+                let began = std::time::Instant::now();
+                while began.elapsed() < RUN_FOR {
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                    let Ok(permit) = b.admit() else { continue };
+                    let probe = permit.is_probe();
+                    if probe {
+                        let round = &probes_now[permit.generation() as usize];
+                        let n = round.fetch_add(1, Ordering::SeqCst) + 1;
+                        max_seen.fetch_max(n, Ordering::SeqCst);
+                        thread::yield_now();
+                        round.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    // Mostly failing, so the breaker keeps cycling through every state.
+                    match xorshift(&mut seed) % 10 {
+                        0..=5 => permit.failure(),
+                        6..=8 => permit.success(),
+                        _ => drop(permit),
+                    }
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    let max = max_seen.load(Ordering::SeqCst);
+    assert!(max <= MAX_CALLS, "saw {max} probes at once");
+    assert!(max >= 1, "the run never reached HALF_OPEN, so it proved nothing");
+    let t = breaker.metrics().totals();
+    assert_eq!(t.successes + t.failures + t.ignored + t.rejections, attempts.load(Ordering::Relaxed));
+    // Listeners run after the CAS, so two racing announcers may log out of order; each
+    // transition still appears once, so the counts must balance.
+    let events = events.lock().unwrap();
+    assert!(events.len() > 100, "only {} transitions", events.len());
+    let opens = events.iter().filter(|e| e.to == State::Open).count() as u64;
+    assert_eq!(opens, t.opened);
+    let into_half_open = events.iter().filter(|e| e.to == State::HalfOpen).count();
+    let out_of_half_open = events.iter().filter(|e| e.from == State::HalfOpen).count();
+    // Every HALF_OPEN entered was left, except possibly the current one.
+    let current = usize::from(breaker.snapshot().stored_state() == State::HalfOpen);
+    assert_eq!(into_half_open, out_of_half_open + current);
+}
+
+#[test]
+fn closed_path_under_contention_keeps_exact_totals() {
+    let breaker = Arc::new(CircuitBreaker::new(Config::default()).unwrap());
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let b = Arc::clone(&breaker);
+            thread::spawn(move || {
+                for _ in 0..100_000 {
+                    b.admit().unwrap().record(Outcome::Success);
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    assert_eq!(breaker.metrics().totals().successes, THREADS as u64 * 100_000);
+    assert_eq!(breaker.snapshot(), cb_core::Snapshot::default(), "no write to the word");
+}

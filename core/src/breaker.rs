@@ -474,6 +474,21 @@ impl<C: Clock, M: Metrics> Permit<'_, C, M> {
         }
     }
 
+    /// Detaches the guard: the caller now owns the slot and must pass the ticket to
+    /// [`CircuitBreaker::record`] exactly once (or a HALF_OPEN slot stays taken until the probe
+    /// timeout). For bindings and for moving an outcome to another thread.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Outcome};
+    /// let breaker = CircuitBreaker::new(Default::default()).unwrap();
+    /// let ticket = breaker.admit().unwrap().into_ticket();
+    /// breaker.record(ticket, Outcome::Success);
+    /// assert_eq!(breaker.metrics().totals().successes, 1);
+    /// ```
+    pub fn into_ticket(mut self) -> Ticket {
+        self.ticket.take().expect("a live permit holds its ticket")
+    }
+
     /// Whether this call is a HALF_OPEN probe.
     pub fn is_probe(&self) -> bool {
         self.ticket.is_some_and(|t| t.is_probe())

@@ -1,0 +1,201 @@
+//! Every interleaving (bounded by `LOOM_MAX_PREEMPTIONS`) of concurrent admissions, outcomes,
+//! timeouts and resets keeps the breaker's invariants. Run with:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p loom-tests --release
+//! ```
+#![cfg(loom)]
+
+use std::time::Duration;
+
+use cb_core::{CircuitBreaker, Config, ManualClock, NoMetrics, Outcome, State, Transition};
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::{Arc, Mutex};
+use loom::thread;
+
+/// The test's handle on the clock, shared with the breaker through loom's `Arc`.
+#[derive(Clone)]
+struct SharedClock(Arc<ManualClock>);
+
+impl cb_core::Clock for SharedClock {
+    fn now(&self) -> u64 {
+        cb_core::Clock::now(&*self.0)
+    }
+}
+
+type Breaker = CircuitBreaker<SharedClock, NoMetrics>;
+
+struct Setup {
+    breaker: Arc<Breaker>,
+    clock: Arc<ManualClock>,
+    events: Arc<Mutex<Vec<Transition>>>,
+}
+
+fn setup(config: Config) -> Setup {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&events);
+    let breaker = CircuitBreaker::with_parts(config, SharedClock(Arc::clone(&clock)), NoMetrics)
+        .unwrap()
+        .on_transition(move |t| log.lock().unwrap().push(*t));
+    Setup { breaker: Arc::new(breaker), clock, events }
+}
+
+fn count(events: &Mutex<Vec<Transition>>, from: State, to: State) -> usize {
+    events.lock().unwrap().iter().filter(|t| t.from == from && t.to == to).count()
+}
+
+/// A breaker that is HALF_OPEN (stored) with no probe in flight.
+fn half_open(config: Config) -> Setup {
+    let s = setup(config.failure_threshold(1).recovery_timeout(Duration::from_millis(10)));
+    s.breaker.admit().unwrap().failure();
+    s.clock.advance(Duration::from_millis(10));
+    assert_eq!(s.breaker.state(), State::HalfOpen);
+    s.events.lock().unwrap().clear();
+    s
+}
+
+#[test]
+fn concurrent_failures_crossing_the_threshold_open_once() {
+    loom::model(|| {
+        let s = setup(Config::default().failure_threshold(2));
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let b = Arc::clone(&s.breaker);
+                thread::spawn(move || {
+                    if let Ok(p) = b.admit() {
+                        p.failure();
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(s.breaker.snapshot().stored_state(), State::Open);
+        assert_eq!(count(&s.events, State::Closed, State::Open), 1);
+        assert_eq!(s.events.lock().unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn half_open_never_admits_more_than_max_calls() {
+    loom::model(|| {
+        let s = half_open(Config::default().half_open_max_calls(2).success_threshold(3));
+        let running = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let (b, running) = (Arc::clone(&s.breaker), Arc::clone(&running));
+                thread::spawn(move || {
+                    if let Ok(p) = b.admit() {
+                        let n = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        assert!(n <= 2, "{n} probes at once");
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        p.success();
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(s.breaker.snapshot().in_flight(), 0);
+    });
+}
+
+#[test]
+fn success_and_failure_racing_in_half_open() {
+    loom::model(|| {
+        let s = half_open(Config::default().half_open_max_calls(2));
+        let ka = s.breaker.admit().unwrap().into_ticket();
+        let kb = s.breaker.admit().unwrap().into_ticket();
+        assert_eq!(ka.generation(), kb.generation());
+        let b1 = Arc::clone(&s.breaker);
+        let b2 = Arc::clone(&s.breaker);
+        let h1 = thread::spawn(move || b1.record(ka, Outcome::Success));
+        let h2 = thread::spawn(move || b2.record(kb, Outcome::Failure));
+        h1.join().unwrap();
+        h2.join().unwrap();
+        // Whichever came first decided; the other was stale. Exactly one transition.
+        let events = s.events.lock().unwrap().clone();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let stored = s.breaker.snapshot().stored_state();
+        assert_eq!(stored, events[0].to);
+        assert!(matches!(stored, State::Closed | State::Open));
+    });
+}
+
+#[test]
+fn a_stale_outcome_racing_a_transition_changes_nothing() {
+    loom::model(|| {
+        let s = setup(Config::default().failure_threshold(1).recovery_timeout(Duration::from_millis(10)));
+        let slow = s.breaker.admit().unwrap().into_ticket(); // admitted in CLOSED
+        let tripping = s.breaker.admit().unwrap().into_ticket();
+        let b1 = Arc::clone(&s.breaker);
+        let b2 = Arc::clone(&s.breaker);
+        let h1 = thread::spawn(move || b1.record(tripping, Outcome::Failure));
+        let h2 = thread::spawn(move || b2.record(slow, Outcome::Success));
+        h1.join().unwrap();
+        h2.join().unwrap();
+        // The success either came first (a no-op in CLOSED with no failures) or was stale.
+        assert_eq!(s.breaker.snapshot().stored_state(), State::Open);
+        assert_eq!(s.events.lock().unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn reset_racing_an_outcome() {
+    loom::model(|| {
+        let s = setup(Config::default().failure_threshold(2));
+        s.breaker.admit().unwrap().failure();
+        let pending = s.breaker.admit().unwrap().into_ticket();
+        let b1 = Arc::clone(&s.breaker);
+        let b2 = Arc::clone(&s.breaker);
+        let h1 = thread::spawn(move || b1.reset());
+        let h2 = thread::spawn(move || b2.record(pending, Outcome::Failure));
+        h1.join().unwrap();
+        h2.join().unwrap();
+        // Either order ends CLOSED with nothing counted: reset wins last, or the failure is stale.
+        let snap = s.breaker.snapshot();
+        assert_eq!((snap.stored_state(), snap.failures()), (State::Closed, 0));
+        let opened = count(&s.events, State::Closed, State::Open);
+        let reset = count(&s.events, State::Open, State::Closed);
+        assert_eq!(opened, reset, "an OPEN is always followed by the reset that closed it");
+    });
+}
+
+#[test]
+fn a_dropped_probe_permit_frees_its_slot() {
+    loom::model(|| {
+        let s = half_open(Config::default());
+        let b1 = Arc::clone(&s.breaker);
+        let b2 = Arc::clone(&s.breaker);
+        let h1 = thread::spawn(move || drop(b1.admit()));
+        let h2 = thread::spawn(move || b2.admit().map(|p| p.success()).is_ok());
+        h1.join().unwrap();
+        let second_probed = h2.join().unwrap();
+        if second_probed {
+            assert_eq!(s.breaker.snapshot().stored_state(), State::Closed);
+        } else {
+            // The dropped one held the slot when the other asked, and gave it back.
+            assert_eq!(s.breaker.snapshot().in_flight(), 0);
+            assert!(s.breaker.admit().is_ok());
+        }
+    });
+}
+
+#[test]
+fn the_clock_advancing_on_its_own_thread() {
+    loom::model(|| {
+        let s = setup(Config::default().failure_threshold(1).recovery_timeout(Duration::from_millis(10)));
+        s.breaker.admit().unwrap().failure();
+        let clock = Arc::clone(&s.clock);
+        let b = Arc::clone(&s.breaker);
+        let ticker = thread::spawn(move || clock.advance(Duration::from_millis(10)));
+        let caller = thread::spawn(move || b.admit().map(|p| p.is_probe()));
+        ticker.join().unwrap();
+        match caller.join().unwrap() {
+            Ok(probe) => assert!(probe),
+            Err(r) => assert_eq!(r.state(), State::Open),
+        }
+        // Whatever the order, the OPEN -> HALF_OPEN transition is announced exactly once.
+        assert_eq!(s.breaker.state(), State::HalfOpen);
+        assert_eq!(count(&s.events, State::Open, State::HalfOpen), 1);
+    });
+}

@@ -1,0 +1,21 @@
+"""A lock-free circuit breaker in Rust: a drop-in replacement for the documented
+``circuit_breaker`` module (``CircuitBreaker``, ``CircuitBreakerRegistry``,
+``CircuitBreakerState``, ``CircuitBreakerOpenError``, ``CircuitBreakerError``).
+
+>>> from circuit_breaker import CircuitBreaker
+>>> breaker = CircuitBreaker("data_api", failure_threshold=3, recovery_timeout_seconds=30)
+>>> breaker.call(lambda symbol: {"symbol": symbol}, symbol="AAPL")
+{'symbol': 'AAPL'}
+"""
+
+from ._types import CircuitBreakerError, CircuitBreakerOpenError, CircuitBreakerState
+from ._core import CircuitBreaker
+from ._registry import CircuitBreakerRegistry
+
+__all__ = [
+    "CircuitBreaker",
+    "CircuitBreakerError",
+    "CircuitBreakerOpenError",
+    "CircuitBreakerRegistry",
+    "CircuitBreakerState",
+]

@@ -1,0 +1,41 @@
+"""The stubs type the document's examples under ``mypy --strict``, and catch misuse."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def mypy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *args],
+        capture_output=True,
+        text=True,
+        cwd=HERE,
+    )
+
+
+def test_documented_examples_pass_mypy_strict() -> None:
+    result = mypy(str(HERE / "typing" / "documented_examples.py"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_rejects_misuse(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        textwrap.dedent(
+            """
+            from circuit_breaker import CircuitBreaker
+            b = CircuitBreaker("x", failure_threshold="5")
+            n: str = b.call(lambda: 1)
+            """
+        )
+    )
+    result = mypy(str(bad))
+    assert result.returncode == 1
+    assert "failure_threshold" in result.stdout or "arg-type" in result.stdout
+    assert 'Incompatible types in assignment (expression has type "int", variable has type "str")' in result.stdout

@@ -320,11 +320,38 @@ impl Snapshot {
     /// assert!(matches!(admission, Admission::Admitted(t) if t.is_probe()));
     /// assert_eq!(transition.unwrap().to, State::HalfOpen);
     /// ```
+    #[inline]
     pub fn admit(
         self,
         now: impl FnOnce() -> u64,
         limits: &Limits,
     ) -> (Option<Snapshot>, Admission, Option<Transition>) {
+        // The hot cases inline into the caller: CLOSED/DISABLED admit on the word alone, and
+        // OPEN before its timeout rejects after one clock read. Everything else is out of line.
+        match self.tag() {
+            TAG_CLOSED | TAG_DISABLED => {
+                let ticket = Ticket { generation: self.generation(), probe: false };
+                (None, Admission::Admitted(ticket), None)
+            }
+            TAG_OPEN => {
+                let now = now();
+                match self.ticks_until_half_open(now, limits) {
+                    Some(left) if left > 0 => (
+                        None,
+                        Admission::Rejected { state: State::Open, retry_after_ticks: Some(left) },
+                        None,
+                    ),
+                    _ => self.admit_slow(now, limits),
+                }
+            }
+            _ => self.admit_slow(now(), limits),
+        }
+    }
+
+    /// [`Snapshot::admit`] for an elapsed OPEN, HALF_OPEN and FORCED_OPEN.
+    #[cold]
+    #[inline(never)]
+    fn admit_slow(self, now: u64, limits: &Limits) -> (Option<Snapshot>, Admission, Option<Transition>) {
         let generation = self.generation();
         let admitted = |generation, probe| Admission::Admitted(Ticket { generation, probe });
         match self.stored_state() {
@@ -335,7 +362,6 @@ impl Snapshot {
                 None,
             ),
             State::Open => {
-                let now = now();
                 match self.ticks_until_half_open(now, limits) {
                     Some(left) if left > 0 => (
                         None,
@@ -354,7 +380,6 @@ impl Snapshot {
                 }
             }
             State::HalfOpen => {
-                let now = now();
                 let in_flight = self.in_flight();
                 if in_flight < limits.half_open_max_calls {
                     let next = Snapshot::half_open(generation, now, in_flight + 1, self.successes());
@@ -410,7 +435,23 @@ impl Snapshot {
     /// // A success in CLOSED with no failures pending writes nothing.
     /// assert_eq!(Snapshot::default().record(ticket, Outcome::Success, || 0, &limits).0, None);
     /// ```
+    #[inline]
     pub fn record(
+        self,
+        ticket: Ticket,
+        outcome: Outcome,
+        now: impl FnOnce() -> u64,
+        limits: &Limits,
+    ) -> (Option<Snapshot>, Option<Transition>) {
+        // The hot case inlines: a success in CLOSED with no failures pending writes nothing.
+        if outcome == Outcome::Success && self.tag() == TAG_CLOSED && self.payload() == 0 {
+            return (None, None);
+        }
+        self.record_slow(ticket, outcome, now, limits)
+    }
+
+    #[inline(never)]
+    fn record_slow(
         self,
         ticket: Ticket,
         outcome: Outcome,

@@ -1,0 +1,237 @@
+//! cb_core against its peers (failsafe, recloser) and the physical floor, in one run.
+//!
+//! ```text
+//! cargo bench -p benches --bench breakers
+//! ```
+//!
+//! Every benchmark is one operation on one breaker; BENCHMARKS.md explains how to read them.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cb_core::{
+    CachedClock, CircuitBreaker, Clock, CoarseClock, Config, Counters, Metrics, MonotonicClock,
+    NoMetrics,
+};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use failsafe::{backoff, failure_policy, CircuitBreaker as _};
+
+const LONG: Duration = Duration::from_secs(3_600);
+
+fn cb<C: Clock, M: Metrics>(config: Config, clock: C, metrics: M) -> CircuitBreaker<C, M> {
+    CircuitBreaker::with_parts(config, clock, metrics).unwrap()
+}
+
+fn tripped<C: Clock, M: Metrics>(recovery: Duration, clock: C, metrics: M) -> CircuitBreaker<C, M> {
+    let b = cb(Config::default().failure_threshold(1).recovery_timeout(recovery), clock, metrics);
+    let _ = b.call(|| Err::<(), ()>(()));
+    b
+}
+
+fn failsafe_breaker(
+    failures: u32,
+    wait: Duration,
+) -> failsafe::StateMachine<failure_policy::ConsecutiveFailures<backoff::Constant>, ()> {
+    failsafe::Config::new()
+        .failure_policy(failure_policy::consecutive_failures(failures, backoff::constant(wait)))
+        .build()
+}
+
+fn recloser_breaker(closed_len: usize, wait: Duration) -> recloser::Recloser {
+    recloser::Recloser::custom()
+        .error_rate(0.5)
+        .closed_len(closed_len)
+        .half_open_len(1)
+        .open_wait(wait)
+        .build()
+}
+
+fn floor(c: &mut Criterion) {
+    let mut g = c.benchmark_group("floor");
+    let word = AtomicU64::new(0);
+    g.bench_function("atomic_load_acquire", |b| b.iter(|| black_box(&word).load(Ordering::Acquire)));
+    g.bench_function("clock/coarse (default)", |b| b.iter(|| CoarseClock.now()));
+    g.bench_function("clock/monotonic", |b| b.iter(|| MonotonicClock.now()));
+    g.bench_function("clock/std_instant_now", |b| b.iter(Instant::now));
+    let cached = CachedClock::start(Duration::from_millis(1));
+    g.bench_function("clock/cached", |b| b.iter(|| cached.now()));
+    g.finish();
+}
+
+fn open_reject(c: &mut Criterion) {
+    let mut g = c.benchmark_group("open_reject");
+    fn reject<C: Clock, M: Metrics>(b: &CircuitBreaker<C, M>) -> bool {
+        black_box(b.call(|| Ok::<u64, ()>(1)).is_err())
+    }
+
+    let b = tripped(LONG, CoarseClock, NoMetrics);
+    g.bench_function("cb_core/default_clock/no_counters", |i| i.iter(|| reject(&b)));
+    let b = tripped(LONG, CoarseClock, Counters::default());
+    g.bench_function("cb_core/default_clock/counters", |i| i.iter(|| reject(&b)));
+    let b = tripped(LONG, MonotonicClock, NoMetrics);
+    g.bench_function("cb_core/monotonic_clock/no_counters", |i| i.iter(|| reject(&b)));
+    let b = tripped(LONG, CachedClock::start(Duration::from_millis(1)), NoMetrics);
+    g.bench_function("cb_core/cached_clock/no_counters", |i| i.iter(|| reject(&b)));
+    let b = tripped(LONG, CachedClock::start(Duration::from_millis(1)), Counters::default());
+    g.bench_function("cb_core/cached_clock/counters", |i| i.iter(|| reject(&b)));
+
+    let f = failsafe_breaker(1, LONG);
+    let _ = f.call(|| Err::<(), ()>(()));
+    assert!(!f.is_call_permitted());
+    g.bench_function("failsafe", |i| i.iter(|| black_box(f.call(|| Ok::<u64, ()>(1)).is_err())));
+
+    let r = recloser_breaker(1, LONG);
+    let _ = r.call(|| Err::<(), ()>(()));
+    let _ = r.call(|| Err::<(), ()>(()));
+    assert!(matches!(r.call(|| Ok::<(), ()>(())), Err(recloser::Error::Rejected)));
+    g.bench_function("recloser", |i| i.iter(|| black_box(r.call(|| Ok::<u64, ()>(1)).is_err())));
+    g.finish();
+}
+
+fn closed_success(c: &mut Criterion) {
+    let mut g = c.benchmark_group("closed_success");
+    let ok = || Ok::<u64, ()>(black_box(1));
+    let b = cb(Config::default(), CoarseClock, NoMetrics);
+    g.bench_function("cb_core/no_counters", |i| i.iter(|| b.call(ok)));
+    let b = cb(Config::default(), CoarseClock, Counters::default());
+    g.bench_function("cb_core/counters", |i| i.iter(|| b.call(ok)));
+    let f = failsafe_breaker(5, LONG);
+    g.bench_function("failsafe", |i| i.iter(|| f.call(ok)));
+    let r = recloser_breaker(100, LONG);
+    g.bench_function("recloser", |i| i.iter(|| r.call(ok)));
+    g.finish();
+}
+
+/// Failures below the threshold: each sample gets fresh breakers (outside the timed region)
+/// every CHUNK calls so none ever trips.
+fn closed_failure(c: &mut Criterion) {
+    const CHUNK: u64 = 100_000;
+    let mut g = c.benchmark_group("closed_failure");
+    fn chunked<B>(iters: u64, make: impl Fn() -> B, call: impl Fn(&B)) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut left = iters;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            let breaker = make();
+            let start = Instant::now();
+            for _ in 0..n {
+                call(&breaker);
+            }
+            total += start.elapsed();
+            left -= n;
+        }
+        total
+    }
+    let err = || Err::<u64, u64>(black_box(1));
+    let config = Config::default().failure_threshold(u64::from(u32::MAX));
+    g.bench_function("cb_core/no_counters", |i| {
+        i.iter_custom(|n| chunked(n, || cb(config, CoarseClock, NoMetrics), |b| drop(black_box(b.call(err)))))
+    });
+    g.bench_function("cb_core/counters", |i| {
+        i.iter_custom(|n| chunked(n, || cb(config, CoarseClock, Counters::default()), |b| drop(black_box(b.call(err)))))
+    });
+    g.bench_function("failsafe", |i| {
+        i.iter_custom(|n| chunked(n, || failsafe_breaker(u32::MAX, LONG), |b| drop(black_box(b.call(err)))))
+    });
+    // recloser trips on a failure rate once its ring buffer is full: make the buffer longer
+    // than a chunk so every measured failure is below the threshold.
+    g.bench_function("recloser", |i| {
+        i.iter_custom(|n| chunked(n, || recloser_breaker(2 * CHUNK as usize, LONG), |b| drop(black_box(b.call(err)))))
+    });
+    g.finish();
+}
+
+/// One successful probe on a breaker that is HALF_OPEN (setup, untimed, trips it with a zero
+/// recovery timeout).
+fn half_open_success(c: &mut Criterion) {
+    let mut g = c.benchmark_group("half_open_success");
+    let ok = || Ok::<u64, ()>(black_box(1));
+    g.bench_function("cb_core/no_counters", |i| {
+        i.iter_batched_ref(|| tripped(Duration::ZERO, CoarseClock, NoMetrics), |b| b.call(ok), BatchSize::SmallInput)
+    });
+    g.bench_function("cb_core/counters", |i| {
+        i.iter_batched_ref(|| tripped(Duration::ZERO, CoarseClock, Counters::default()), |b| b.call(ok), BatchSize::SmallInput)
+    });
+    g.bench_function("failsafe", |i| {
+        i.iter_batched_ref(
+            || {
+                let f = failsafe_breaker(1, Duration::ZERO);
+                let _ = f.call(|| Err::<(), ()>(()));
+                f
+            },
+            |f| f.call(ok),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("recloser", |i| {
+        i.iter_batched_ref(
+            || {
+                let r = recloser_breaker(1, Duration::ZERO);
+                let _ = r.call(|| Err::<(), ()>(()));
+                let _ = r.call(|| Err::<(), ()>(()));
+                r
+            },
+            |r| r.call(ok),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+/// Two threads hammering one breaker's closed path; reports per-thread time per call.
+fn contended(c: &mut Criterion) {
+    let mut g = c.benchmark_group("contended_closed_success_2_threads");
+    fn two_threads<B: Send + Sync + 'static>(iters: u64, breaker: Arc<B>, call: fn(&B)) -> Duration {
+        let barrier = Arc::new(Barrier::new(2));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (b, barrier) = (Arc::clone(&breaker), Arc::clone(&barrier));
+                thread::spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        call(&b);
+                    }
+                    start.elapsed()
+                })
+            })
+            .collect();
+        let times: Vec<Duration> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        // Per-thread time per call: the mean of the two threads' elapsed times.
+        (times[0] + times[1]) / 2
+    }
+    let no_counters = Arc::new(cb(Config::default(), CoarseClock, NoMetrics));
+    g.bench_function("cb_core/no_counters", |i| {
+        i.iter_custom(|n| two_threads(n, Arc::clone(&no_counters), |b| drop(black_box(b.call(|| Ok::<u64, ()>(1))))))
+    });
+    let counters = Arc::new(cb(Config::default(), CoarseClock, Counters::default()));
+    g.bench_function("cb_core/counters", |i| {
+        i.iter_custom(|n| two_threads(n, Arc::clone(&counters), |b| drop(black_box(b.call(|| Ok::<u64, ()>(1))))))
+    });
+    let f = Arc::new(failsafe_breaker(5, LONG));
+    g.bench_function("failsafe", |i| {
+        i.iter_custom(|n| two_threads(n, Arc::clone(&f), |b| drop(black_box(b.call(|| Ok::<u64, ()>(1))))))
+    });
+    let r = Arc::new(recloser_breaker(100, LONG));
+    g.bench_function("recloser", |i| {
+        i.iter_custom(|n| two_threads(n, Arc::clone(&r), |b| drop(black_box(b.call(|| Ok::<u64, ()>(1))))))
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = floor, open_reject, closed_success, closed_failure, half_open_success, contended
+}
+criterion_main!(benches);

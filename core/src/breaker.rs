@@ -238,12 +238,23 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
     /// ```
     #[inline]
     pub fn admit_ticket(&self) -> Result<Ticket, Rejected> {
+        // The two hot paths decide on one load and write nothing: CLOSED/DISABLED admit, OPEN
+        // before its timeout rejects after one clock read. Everything else is out of line.
+        let current = self.snapshot();
+        if let Some(ticket) = current.admits_freely() {
+            return Ok(ticket);
+        }
+        if let Some(left) = current.open_wait(self.clock.now(), &self.limits) {
+            self.metrics.on_rejected();
+            return Err(Rejected { state: State::Open, retry_after: Some(Duration::from_millis(left)) });
+        }
+        self.admit_slow()
+    }
+
+    #[inline(never)]
+    fn admit_slow(&self) -> Result<Ticket, Rejected> {
         let now = LazyNow::new(&self.clock);
-        let admission = self.update(&now, |s| {
-            let (next, admission, transition) = s.admit(|| now.get(), &self.limits);
-            (next, admission, transition)
-        });
-        match admission {
+        match self.update(&now, |s| s.admit(|| now.get(), &self.limits)) {
             Admission::Admitted(ticket) => Ok(ticket),
             Admission::Rejected { state, retry_after_ticks } => {
                 self.metrics.on_rejected();
@@ -256,9 +267,21 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
     /// generation is counted in the metrics but does not change the state.
     #[inline]
     pub fn record(&self, ticket: Ticket, outcome: Outcome) {
+        if outcome == Outcome::Success {
+            self.metrics.on_success();
+            // A success in CLOSED with nothing pending writes nothing and reads no clock.
+            if self.snapshot().ignores_quietly(outcome) {
+                return;
+            }
+        }
+        self.record_slow(ticket, outcome);
+    }
+
+    #[inline(never)]
+    fn record_slow(&self, ticket: Ticket, outcome: Outcome) {
         let now = LazyNow::new(&self.clock);
         match outcome {
-            Outcome::Success => self.metrics.on_success(),
+            Outcome::Success => {}
             Outcome::Failure => self.metrics.on_failure(if M::WANTS_TIME { now.get() } else { 0 }),
             Outcome::Ignored => self.metrics.on_ignored(),
         }
@@ -453,21 +476,25 @@ pub struct Permit<'a, C: Clock = DefaultClock, M: Metrics = Counters> {
 
 impl<C: Clock, M: Metrics> Permit<'_, C, M> {
     /// The call succeeded.
+    #[inline]
     pub fn success(self) {
         self.record(Outcome::Success);
     }
 
     /// The call failed.
+    #[inline]
     pub fn failure(self) {
         self.record(Outcome::Failure);
     }
 
     /// The call ended in a way that says nothing about the dependency.
+    #[inline]
     pub fn ignore(self) {
         self.record(Outcome::Ignored);
     }
 
     /// Reports `outcome`.
+    #[inline]
     pub fn record(mut self, outcome: Outcome) {
         if let Some(ticket) = self.ticket.take() {
             self.breaker.record(ticket, outcome);
@@ -503,6 +530,7 @@ impl<C: Clock, M: Metrics> Permit<'_, C, M> {
 }
 
 impl<C: Clock, M: Metrics> Drop for Permit<'_, C, M> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
             self.breaker.record(ticket, Outcome::Ignored);

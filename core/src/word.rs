@@ -328,24 +328,46 @@ impl Snapshot {
     ) -> (Option<Snapshot>, Admission, Option<Transition>) {
         // The hot cases inline into the caller: CLOSED/DISABLED admit on the word alone, and
         // OPEN before its timeout rejects after one clock read. Everything else is out of line.
-        match self.tag() {
-            TAG_CLOSED | TAG_DISABLED => {
-                let ticket = Ticket { generation: self.generation(), probe: false };
-                (None, Admission::Admitted(ticket), None)
-            }
-            TAG_OPEN => {
-                let now = now();
-                match self.ticks_until_half_open(now, limits) {
-                    Some(left) if left > 0 => (
-                        None,
-                        Admission::Rejected { state: State::Open, retry_after_ticks: Some(left) },
-                        None,
-                    ),
-                    _ => self.admit_slow(now, limits),
-                }
-            }
-            _ => self.admit_slow(now(), limits),
+        if let Some(ticket) = self.admits_freely() {
+            return (None, Admission::Admitted(ticket), None);
         }
+        let now = now();
+        match self.open_wait(now, limits) {
+            Some(left) => (
+                None,
+                Admission::Rejected { state: State::Open, retry_after_ticks: Some(left) },
+                None,
+            ),
+            None => self.admit_slow(now, limits),
+        }
+    }
+
+    /// CLOSED and DISABLED admit every call without writing or reading a clock: the ticket, or
+    /// `None` when [`Snapshot::admit`] has to decide further. The hot path's first (and usually only)
+    /// question, kept register-sized so it inlines anywhere.
+    #[inline(always)]
+    pub fn admits_freely(self) -> Option<Ticket> {
+        let tag = self.tag();
+        (tag == TAG_CLOSED || tag == TAG_DISABLED)
+            .then_some(Ticket { generation: self.generation(), probe: false })
+    }
+
+    /// OPEN before its recovery timeout: the ticks left, so the call is rejected without a
+    /// write. `None` in every other case (including an elapsed OPEN).
+    #[inline(always)]
+    pub fn open_wait(self, now: u64, limits: &Limits) -> Option<u64> {
+        if self.tag() != TAG_OPEN {
+            return None;
+        }
+        let left = limits.recovery_ticks.saturating_sub(now.saturating_sub(self.payload()));
+        (left > 0).then_some(left)
+    }
+
+    /// Whether reporting `outcome` would leave the word as it is without looking further: a
+    /// success in CLOSED with no failures pending (whatever its generation).
+    #[inline(always)]
+    pub fn ignores_quietly(self, outcome: Outcome) -> bool {
+        outcome == Outcome::Success && self.tag() == TAG_CLOSED && self.payload() == 0
     }
 
     /// [`Snapshot::admit`] for an elapsed OPEN, HALF_OPEN and FORCED_OPEN.
@@ -443,8 +465,7 @@ impl Snapshot {
         now: impl FnOnce() -> u64,
         limits: &Limits,
     ) -> (Option<Snapshot>, Option<Transition>) {
-        // The hot case inlines: a success in CLOSED with no failures pending writes nothing.
-        if outcome == Outcome::Success && self.tag() == TAG_CLOSED && self.payload() == 0 {
+        if self.ignores_quietly(outcome) {
             return (None, None);
         }
         self.record_slow(ticket, outcome, now, limits)

@@ -1,0 +1,44 @@
+//! Instructions per operation, deterministic whatever the machine is doing (wall-clock times
+//! on a shared 2-core VM swing by 2x between identical runs):
+//!
+//! ```text
+//! cargo build --release -p benches --example icount
+//! for case in baseline clock closed/none closed/counters open/none open/counters; do
+//!   valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/icount $case 2>&1 | grep Collected
+//! done
+//! ```
+//! Each case makes 1,000,000 calls: (Collected - baseline) / 1e6 = instructions per call.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use cb_core::{CircuitBreaker, CoarseClock, Config, Counters, Metrics, NoMetrics};
+
+const CALLS: u64 = 1_000_000;
+
+fn run<M: Metrics>(metrics: M, open: bool) {
+    let config = Config::default().failure_threshold(1).recovery_timeout(Duration::from_secs(3_600));
+    let b = CircuitBreaker::with_parts(config, CoarseClock, metrics).unwrap();
+    if open {
+        let _ = b.call(|| Err::<(), ()>(()));
+    }
+    for _ in 0..CALLS {
+        let _ = black_box(b.call(|| Ok::<u64, ()>(black_box(1))));
+    }
+}
+
+fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("closed/none") => run(NoMetrics, false),
+        Some("closed/counters") => run(Counters::default(), false),
+        Some("open/none") => run(NoMetrics, true),
+        Some("open/counters") => run(Counters::default(), true),
+        Some("clock") => {
+            for _ in 0..CALLS {
+                black_box(cb_core::Clock::now(&CoarseClock));
+            }
+        }
+        Some("baseline") | None => {}
+        Some(other) => eprintln!("unknown case {other}"),
+    }
+}

@@ -18,3 +18,19 @@ test-loom:
 test-python:
 	$(PYTHON) -m pip install --quiet --force-reinstall --no-deps .
 	$(PYTHON) -m pytest
+
+# Regenerates every figure in BENCHMARKS.md (about 5 minutes on 2 cores): criterion for Rust,
+# instruction counts under callgrind, and the interleaved Python benchmark.
+bench:
+	$(PYTHON) -m pip install --quiet --force-reinstall --no-deps .
+	$(PYTHON) -m pip install --quiet pybreaker circuitbreaker
+	cargo bench -p benches --bench breakers
+	cargo build --release -p benches --example icount
+	@mkdir -p target/bench
+	$(PYTHON) benches/report.py > target/bench/rust.md
+	for case in baseline clock closed/none closed/counters open/none open/counters; do \
+		printf '%s ' $$case; valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+			target/release/examples/icount $$case 2>&1 | awk '/Collected/ {print $$4}'; \
+	done > target/bench/icount.txt
+	$(PYTHON) benches/python/bench.py > target/bench/python.md
+	@cat target/bench/rust.md target/bench/icount.txt target/bench/python.md

@@ -55,6 +55,11 @@ pub use config::{Config, ConfigError, MAX_TIMEOUT};
 pub use metrics::{Counters, Metrics, NoMetrics, Totals, STRIPES};
 pub use word::{Admission, Command, Limits, Outcome, Snapshot, Ticket};
 
+/// The README's Rust examples, compiled and run as doctests so they cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// A breaker's state.
 ///
 /// ```

@@ -9,7 +9,7 @@
 """
 
 from ._types import CircuitBreakerError, CircuitBreakerOpenError, CircuitBreakerState
-from ._core import CircuitBreaker
+from ._core import CircuitBreaker, Permit
 from ._registry import CircuitBreakerRegistry
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
     "CircuitBreakerOpenError",
     "CircuitBreakerRegistry",
     "CircuitBreakerState",
+    "Permit",
 ]

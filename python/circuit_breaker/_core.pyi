@@ -6,6 +6,22 @@ from ._types import CircuitBreakerState
 
 _T = TypeVar("_T")
 
+Listener = Callable[["CircuitBreaker", CircuitBreakerState, CircuitBreakerState, str], object]
+
+class Permit:
+    """The right to run one call, from ``CircuitBreaker.acquire()``.
+
+    Report the outcome once; a permit garbage-collected unreported counts as ignored.
+    """
+
+    def success(self) -> None: ...
+    def failure(self) -> None: ...
+    def ignore(self) -> None: ...
+    @property
+    def is_probe(self) -> bool: ...
+    @property
+    def pending(self) -> bool: ...
+
 class CircuitBreaker:
     """A circuit breaker protecting one dependency; the whole call path runs in Rust."""
 
@@ -30,6 +46,18 @@ class CircuitBreaker:
     def get_state(self) -> CircuitBreakerState: ...
     def get_status(self) -> Dict[str, Any]: ...
     def reset(self) -> None: ...
+    def get_metrics(self) -> Dict[str, Any]:
+        """Counters since creation: ``state``, ``total_requests``, ``total_successes``,
+        ``total_failures``, ``success_rate`` (percent), ``circuit_opened_count``,
+        ``current_failure_count``, ``total_rejections``, ``total_ignored``, ``mode``."""
+    def acquire(self) -> Permit:
+        """Admits one call (two-step use); raises ``CircuitBreakerOpenError`` when rejected."""
+    def force_open(self) -> None:
+        """OPEN until ``reset()``."""
+    def disable(self) -> None:
+        """Admit everything, never trip, until ``reset()``."""
+    def add_listener(self, listener: Listener) -> None: ...
+    def remove_listener(self, listener: Listener) -> None: ...
     @property
     def name(self) -> str: ...
     @property

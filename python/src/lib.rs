@@ -5,10 +5,13 @@
 //! `CircuitBreakerState` enum and the exception classes (abi3 cannot subclass `Exception` from
 //! Rust before 3.12). This module looks them up once and keeps them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cb_core::{Config, ConfigError, State, Transition};
+use cb_core::{Config, ConfigError, Outcome, State, Ticket, Transition};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::types::PyWeakrefReference;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -52,25 +55,76 @@ fn state_name(state: State) -> &'static str {
     }
 }
 
-/// Logs a transition on the `circuit_breaker` logger, in the documented words. Runs on the
-/// thread that made the transition; an error in logging is reported as unraisable, never
-/// propagated into the caller's call.
-fn log_transition(name: &str, transition: &Transition) {
+/// The Python listeners of one breaker, shared with its transition hook.
+struct Listeners {
+    /// A weak reference to the breaker, set by the first `add_listener` (a strong one would be
+    /// a cycle: the breaker owns this hook).
+    owner: PyOnceLock<Py<PyWeakrefReference>>,
+    list: Mutex<Vec<Py<PyAny>>>,
+    any: AtomicBool,
+}
+
+impl Listeners {
+    fn new() -> Self {
+        Listeners { owner: PyOnceLock::new(), list: Mutex::new(Vec::new()), any: AtomicBool::new(false) }
+    }
+
+    fn snapshot(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
+        let list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.iter().map(|l| l.clone_ref(py)).collect()
+    }
+}
+
+fn state_member(r: &Refs, state: State) -> &Py<PyAny> {
+    match state_name(state) {
+        "OPEN" => &r.open,
+        "HALF_OPEN" => &r.half_open,
+        _ => &r.closed,
+    }
+}
+
+/// Logs a transition on the `circuit_breaker` logger, in the documented words, then calls the
+/// breaker's listeners with `(breaker, old, new, reason)`. Runs on the thread that made the
+/// transition; nothing raised here reaches the caller's call: a logging error is reported as
+/// unraisable, a listener's exception is logged.
+fn on_transition(name: &str, listeners: &Listeners, transition: &Transition) {
     Python::attach(|py| {
-        let result = refs(py).and_then(|r| {
-            let level = if transition.to == State::Open { "error" } else { "info" };
-            r.logger.bind(py).call_method1(
-                level,
-                (
-                    "CircuitBreaker '%s' transitioning to %s (%s)",
-                    name,
-                    state_name(transition.to),
-                    transition.reason.to_string(),
-                ),
-            )
-        });
-        if let Err(err) = result {
+        let Ok(r) = refs(py) else { return };
+        let logger = r.logger.bind(py);
+        let level = match transition.to {
+            State::Open => "error",
+            State::ForcedOpen => "warning",
+            _ => "info",
+        };
+        let logged = logger.call_method1(
+            level,
+            (
+                "CircuitBreaker '%s' transitioning to %s (%s)",
+                name,
+                transition.to.as_str(),
+                transition.reason.to_string(),
+            ),
+        );
+        if let Err(err) = logged {
             err.write_unraisable(py, None);
+        }
+        if !listeners.any.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(breaker) = listeners.owner.get(py).and_then(|w| w.bind(py).upgrade()) else { return };
+        let old = state_member(r, transition.from).bind(py);
+        let new = state_member(r, transition.to).bind(py);
+        let reason = transition.reason.to_string();
+        for listener in listeners.snapshot(py) {
+            if let Err(err) = listener.bind(py).call1((&breaker, old, new, &reason)) {
+                let kwargs = PyDict::new(py);
+                let _ = kwargs.set_item("exc_info", err.value(py));
+                let _ = logger.call_method(
+                    "error",
+                    ("CircuitBreaker '%s': transition listener %r raised", name, listener.bind(py)),
+                    Some(&kwargs),
+                );
+            }
         }
     });
 }
@@ -167,8 +221,9 @@ impl<'py> Arg<'py> {
 }
 
 /// A circuit breaker protecting one dependency. See the package documentation.
-#[pyclass(frozen, subclass, module = "circuit_breaker", name = "CircuitBreaker")]
+#[pyclass(frozen, subclass, weakref, module = "circuit_breaker", name = "CircuitBreaker")]
 struct CircuitBreaker {
+    listeners: Arc<Listeners>,
     name: Py<PyString>,
     /// `recovery_timeout_seconds` exactly as given (an int stays an int in the status).
     recovery_timeout_seconds: Py<PyAny>,
@@ -203,6 +258,86 @@ impl CircuitBreaker {
 
     fn state(&self) -> State {
         self.inner.state()
+    }
+
+    /// Consecutive failures now; the word keeps no count once open, so OPEN and HALF_OPEN
+    /// report the threshold that opened it.
+    fn failure_count(&self, state: State) -> u64 {
+        match state {
+            State::Closed => self.inner.snapshot().failures(),
+            State::Open | State::HalfOpen => self.inner.config().failure_threshold,
+            State::ForcedOpen | State::Disabled => 0,
+        }
+    }
+}
+
+/// `'normal'`, or the manual mode set by `force_open()` / `disable()`.
+fn mode(state: State) -> &'static str {
+    match state {
+        State::ForcedOpen => "forced_open",
+        State::Disabled => "disabled",
+        _ => "normal",
+    }
+}
+
+/// The right to run one call, from `CircuitBreaker.acquire()`. Report how it ended with
+/// `success()`, `failure()` or `ignore()`, once; a permit garbage-collected unreported counts
+/// as ignored and frees its half-open probe slot.
+#[pyclass(frozen, module = "circuit_breaker", name = "Permit")]
+struct Permit {
+    breaker: Py<CircuitBreaker>,
+    ticket: Mutex<Option<Ticket>>,
+}
+
+impl Permit {
+    fn finish(&self, outcome: Outcome) -> PyResult<()> {
+        let ticket = self.ticket.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match ticket {
+            Some(ticket) => {
+                self.breaker.get().inner.record(ticket, outcome);
+                Ok(())
+            }
+            None => Err(PyRuntimeError::new_err("this permit has already reported its outcome")),
+        }
+    }
+}
+
+#[pymethods]
+impl Permit {
+    /// The call succeeded.
+    fn success(&self) -> PyResult<()> {
+        self.finish(Outcome::Success)
+    }
+
+    /// The call failed.
+    fn failure(&self) -> PyResult<()> {
+        self.finish(Outcome::Failure)
+    }
+
+    /// The call ended in a way that says nothing about the dependency.
+    fn ignore(&self) -> PyResult<()> {
+        self.finish(Outcome::Ignored)
+    }
+
+    /// Whether this call is a half-open probe.
+    #[getter]
+    fn is_probe(&self) -> bool {
+        self.ticket.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.is_probe())
+    }
+
+    /// Whether an outcome is still to be reported.
+    #[getter]
+    fn pending(&self) -> bool {
+        self.ticket.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let ticket = self.ticket.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(ticket) = ticket {
+            self.breaker.get().inner.record(ticket, Outcome::Ignored);
+        }
     }
 }
 
@@ -240,10 +375,13 @@ impl CircuitBreaker {
             None => defaults.recovery_timeout.as_secs().into_py_any(py)?,
         };
         let label = name.to_string();
+        let listeners = Arc::new(Listeners::new());
+        let hook = Arc::clone(&listeners);
         let inner = cb_core::CircuitBreaker::new(config)
             .map_err(config_error)?
-            .on_transition(move |t| log_transition(&label, t));
+            .on_transition(move |t| on_transition(&label, &hook, t));
         Ok(CircuitBreaker {
+            listeners,
             name: name.clone().unbind(),
             recovery_timeout_seconds: recovery_obj,
             inner,
@@ -305,12 +443,7 @@ impl CircuitBreaker {
 
     /// The current `CircuitBreakerState`.
     fn get_state(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let r = refs(py)?;
-        Ok(match state_name(self.state()) {
-            "OPEN" => r.open.clone_ref(py),
-            "HALF_OPEN" => r.half_open.clone_ref(py),
-            _ => r.closed.clone_ref(py),
-        })
+        Ok(state_member(refs(py)?, self.state()).clone_ref(py))
     }
 
     /// The status dict: the documented keys first, then `success_threshold`,
@@ -318,14 +451,8 @@ impl CircuitBreaker {
     fn get_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let state = self.state();
         let config = self.inner.config();
-        let snapshot = self.inner.snapshot();
         let totals = self.inner.metrics().totals();
-        let failure_count = match state {
-            State::Closed => snapshot.failures(),
-            // The word keeps no count once open: report the count that opened it.
-            State::Open | State::HalfOpen => config.failure_threshold,
-            State::ForcedOpen | State::Disabled => 0,
-        };
+        let failure_count = self.failure_count(state);
         let failed_since_reset = totals.failures > self.failure_baseline.load(Ordering::Relaxed);
         let last_failure = self
             .inner
@@ -354,7 +481,83 @@ impl CircuitBreaker {
         status.set_item(intern!(py, "half_open_max_calls"), config.half_open_max_calls)?;
         status.set_item(intern!(py, "total_failures"), totals.failures)?;
         status.set_item(intern!(py, "total_rejections"), totals.rejections)?;
+        status.set_item(intern!(py, "mode"), mode(state))?;
         Ok(status)
+    }
+
+    /// Counters since creation (a `reset` keeps them), seed 003's keys first.
+    ///
+    /// `total_requests` counts every call (rejected ones included); `success_rate` is the
+    /// percentage of them that succeeded (0 before any call).
+    fn get_metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let state = self.state();
+        let t = self.inner.metrics().totals();
+        let requests = t.successes + t.failures + t.ignored + t.rejections;
+        let rate = if requests == 0 { 0.0 } else { t.successes as f64 / requests as f64 * 100.0 };
+        let metrics = PyDict::new(py);
+        metrics.set_item(intern!(py, "state"), state_name(state))?;
+        metrics.set_item(intern!(py, "total_requests"), requests)?;
+        metrics.set_item(intern!(py, "total_successes"), t.successes)?;
+        metrics.set_item(intern!(py, "total_failures"), t.failures)?;
+        metrics.set_item(intern!(py, "success_rate"), rate)?;
+        metrics.set_item(intern!(py, "circuit_opened_count"), t.opened)?;
+        metrics.set_item(intern!(py, "current_failure_count"), self.failure_count(state))?;
+        metrics.set_item(intern!(py, "total_rejections"), t.rejections)?;
+        metrics.set_item(intern!(py, "total_ignored"), t.ignored)?;
+        metrics.set_item(intern!(py, "mode"), mode(state))?;
+        Ok(metrics)
+    }
+
+    /// Admits one call and returns its `Permit`, for code that is not one function call
+    /// (streaming, callbacks). Raises `CircuitBreakerOpenError` when rejected.
+    fn acquire(slf: &Bound<'_, Self>) -> PyResult<Permit> {
+        let this = slf.get();
+        let permit = this.inner.admit().map_err(|rejected| this.rejection(slf.py(), rejected))?;
+        Ok(Permit { breaker: slf.clone().unbind(), ticket: Mutex::new(Some(permit.into_ticket())) })
+    }
+
+    /// OPEN until `reset()`, whatever the timeout (reads as OPEN; `mode` is `'forced_open'`).
+    fn force_open(&self) {
+        self.inner.force_open();
+    }
+
+    /// Admits every call and never trips until `reset()` (reads as CLOSED; `mode` is
+    /// `'disabled'`).
+    fn disable(&self) {
+        self.inner.disable();
+    }
+
+    /// Calls `listener(breaker, old_state, new_state, reason)` after every transition, on the
+    /// thread that made it. An exception from a listener is logged and never breaks a call.
+    fn add_listener(slf: &Bound<'_, Self>, listener: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !listener.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "listener must be callable, got {}",
+                listener.get_type().name()?
+            )));
+        }
+        let this = slf.get();
+        let py = slf.py();
+        this.listeners.owner.get_or_try_init(py, || {
+            PyWeakrefReference::new(slf).map(|w| w.unbind())
+        })?;
+        this.listeners.list.lock().unwrap_or_else(|e| e.into_inner()).push(listener.clone().unbind());
+        this.listeners.any.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Removes a listener added with `add_listener`; `ValueError` if it was not added.
+    fn remove_listener(&self, listener: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut list = self.listeners.list.lock().unwrap_or_else(|e| e.into_inner());
+        let position = list.iter().position(|l| l.bind(listener.py()).is(listener));
+        match position {
+            Some(i) => {
+                list.remove(i);
+                self.listeners.any.store(!list.is_empty(), Ordering::Release);
+                Ok(())
+            }
+            None => Err(PyValueError::new_err("listener was not added to this breaker")),
+        }
     }
 
     /// Back to CLOSED with the failure and success counts cleared.
@@ -410,5 +613,6 @@ impl CircuitBreaker {
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CircuitBreaker>()?;
+    m.add_class::<Permit>()?;
     Ok(())
 }

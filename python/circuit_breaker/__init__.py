@@ -9,7 +9,8 @@
 """
 
 from ._types import CircuitBreakerError, CircuitBreakerOpenError, CircuitBreakerState
-from ._core import CircuitBreaker, Permit
+from ._breaker import CircuitBreaker, circuit_breaker
+from ._core import Permit
 from ._registry import CircuitBreakerRegistry
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "CircuitBreakerRegistry",
     "CircuitBreakerState",
     "Permit",
+    "circuit_breaker",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, ClassVar, Dict, List, Optional
 
-from ._core import CircuitBreaker
+from ._breaker import CircuitBreaker
 
 __all__ = ["CircuitBreakerRegistry"]
 

@@ -27,6 +27,9 @@ struct Refs {
     open_error: Py<PyAny>,
     exception_new: Py<PyAny>,
     logger: Py<PyAny>,
+    coroutine_type: Py<PyAny>,
+    /// `circuit_breaker._aio.record_when_done(permit, coroutine)`.
+    record_when_done: Py<PyAny>,
 }
 
 static REFS: PyOnceLock<Refs> = PyOnceLock::new();
@@ -42,6 +45,8 @@ fn refs(py: Python<'_>) -> PyResult<&'static Refs> {
             open_error: types.getattr("CircuitBreakerOpenError")?.unbind(),
             exception_new: py.get_type::<PyException>().getattr("__new__")?.unbind(),
             logger: py.import("logging")?.call_method1("getLogger", ("circuit_breaker",))?.unbind(),
+            coroutine_type: py.import("types")?.getattr("CoroutineType")?.unbind(),
+            record_when_done: py.import("circuit_breaker._aio")?.getattr("record_when_done")?.unbind(),
         })
     })
 }
@@ -374,6 +379,8 @@ impl CircuitBreaker {
             }
             None => defaults.recovery_timeout.as_secs().into_py_any(py)?,
         };
+        // Look the Python-side objects up now, so `call` can rely on them being there.
+        refs(py)?;
         let label = name.to_string();
         let listeners = Arc::new(Listeners::new());
         let hook = Arc::clone(&listeners);
@@ -391,24 +398,37 @@ impl CircuitBreaker {
         })
     }
 
-    /// Runs `func(*args, **kwargs)` through the breaker and returns its value.
+    /// Runs `func(*args, **kwargs)` through the breaker and returns its value. If `func`
+    /// returns a coroutine (an `async def` function), returns an awaitable that records the
+    /// outcome when the coroutine finishes.
     #[pyo3(signature = (func, /, *args, **kwargs))]
     fn call(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         func: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
         if !func.is_callable() {
             return Err(PyTypeError::new_err(format!(
                 "call() needs a callable, got {}",
                 func.get_type().name()?
             )));
         }
-        let permit = self.inner.admit().map_err(|rejected| self.rejection(py, rejected))?;
+        let permit = this.inner.admit().map_err(|rejected| this.rejection(py, rejected))?;
         match func.call(args, kwargs) {
             Ok(value) => {
+                if let Some(r) = REFS.get(py) {
+                    if value.get_type_ptr().cast::<pyo3::ffi::PyObject>() == r.coroutine_type.as_ptr() {
+                        // The call has only started: the outcome comes when it is awaited.
+                        let permit = Permit {
+                            breaker: slf.clone().unbind(),
+                            ticket: Mutex::new(Some(permit.into_ticket())),
+                        };
+                        return Ok(r.record_when_done.bind(py).call1((permit, value))?.unbind());
+                    }
+                }
                 permit.success();
                 Ok(value.unbind())
             }

@@ -1,0 +1,144 @@
+"""``CircuitBreaker``: the Rust class plus the ways to call it that must be Python (context
+managers, ``async``, decorators). ``call`` itself is the Rust method, unchanged."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from types import TracebackType
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional, Tuple, Type, TypeVar, cast
+
+from . import _core
+from ._aio import settle
+from ._core import Permit
+
+__all__ = ["CircuitBreaker", "circuit_breaker"]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Permits of the `with` blocks open in this thread / asyncio task, innermost last. A ContextVar
+# keeps concurrent blocks on one breaker apart.
+_open_blocks: contextvars.ContextVar[Tuple[Tuple[int, Permit], ...]] = contextvars.ContextVar(
+    "circuit_breaker_open_blocks", default=()
+)
+
+
+class CircuitBreaker(_core.CircuitBreaker):
+    """A circuit breaker protecting one dependency (see the package documentation).
+
+    Besides ``call``: ``with breaker:`` / ``async with breaker:`` around a block,
+    ``await breaker.call_async(func, ...)``, and ``@breaker`` on functions, methods,
+    ``async def`` functions and generators.
+    """
+
+    __slots__ = ()
+
+    # --- context managers ---------------------------------------------------------------
+
+    def __enter__(self) -> Permit:
+        permit = self.acquire()
+        _open_blocks.set(_open_blocks.get() + ((id(self), permit),))
+        return permit
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        blocks = _open_blocks.get()
+        for i in range(len(blocks) - 1, -1, -1):
+            if blocks[i][0] == id(self):
+                permit = blocks[i][1]
+                _open_blocks.set(blocks[:i] + blocks[i + 1 :])
+                break
+        else:  # pragma: no cover - __exit__ without __enter__ in this context
+            raise RuntimeError("CircuitBreaker.__exit__ without a matching __enter__")
+        if permit.pending:
+            settle(permit, exc)
+
+    async def __aenter__(self) -> Permit:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # --- asyncio ------------------------------------------------------------------------
+
+    async def call_async(self, func: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        """Awaits ``func(*args, **kwargs)`` through the breaker. ``CancelledError`` frees a
+        half-open probe slot and counts as neither success nor failure."""
+        permit = self.acquire()
+        try:
+            result = await func(*args, **kwargs)
+        except BaseException as error:
+            settle(permit, error)
+            raise
+        settle(permit, None)
+        return result
+
+    # --- decorator ----------------------------------------------------------------------
+
+    def __call__(self, func: F) -> F:
+        """``@breaker``: every call of ``func`` goes through this breaker. Works on plain
+        functions, methods, ``async def`` functions, generators and async generators, and keeps
+        ``functools.wraps`` metadata. The breaker is ``wrapped.circuit_breaker``."""
+        breaker = self
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await breaker.call_async(func, *args, **kwargs)
+
+            wrapper: Any = async_wrapper
+        elif inspect.isasyncgenfunction(func):
+
+            @functools.wraps(func)
+            async def async_gen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+                async with breaker:
+                    async for item in func(*args, **kwargs):
+                        yield item
+
+            wrapper = async_gen_wrapper
+        elif inspect.isgeneratorfunction(func):
+
+            @functools.wraps(func)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                with breaker:
+                    yield from func(*args, **kwargs)
+
+            wrapper = gen_wrapper
+        else:
+
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return breaker.call(func, *args, **kwargs)
+
+            wrapper = sync_wrapper
+        wrapper.circuit_breaker = breaker
+        return cast(F, wrapper)
+
+
+def circuit_breaker(name: Optional[str] = None, **config: Any) -> Callable[[F], F]:
+    """Creates a breaker and decorates a function with it in one step::
+
+        @circuit_breaker(failure_threshold=3, recovery_timeout_seconds=30)
+        def fetch(symbol): ...
+
+        fetch.circuit_breaker.get_status()
+
+    ``name`` defaults to the function's qualified name; ``config`` takes the
+    ``CircuitBreaker`` keyword arguments.
+    """
+
+    def decorate(func: F) -> F:
+        return CircuitBreaker(name if name is not None else func.__qualname__, **config)(func)
+
+    return decorate

@@ -10,8 +10,9 @@ from types import TracebackType
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional, Tuple, Type, TypeVar, cast
 
 from . import _core
-from ._aio import settle
 from ._core import Permit
+from ._support import call_fallback, maybe_await
+from ._types import CircuitBreakerOpenError
 
 __all__ = ["CircuitBreaker", "circuit_breaker"]
 
@@ -57,7 +58,7 @@ class CircuitBreaker(_core.CircuitBreaker):
         else:  # pragma: no cover - __exit__ without __enter__ in this context
             raise RuntimeError("CircuitBreaker.__exit__ without a matching __enter__")
         if permit.pending:
-            settle(permit, exc)
+            permit.record_exception(exc)
 
     async def __aenter__(self) -> Permit:
         return self.__enter__()
@@ -74,14 +75,23 @@ class CircuitBreaker(_core.CircuitBreaker):
 
     async def call_async(self, func: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
         """Awaits ``func(*args, **kwargs)`` through the breaker. ``CancelledError`` frees a
-        half-open probe slot and counts as neither success nor failure."""
-        permit = self.acquire()
+        half-open probe slot and counts as neither success nor failure; the fallback and the
+        failure policy apply as in ``call``."""
+        try:
+            permit = self.acquire()
+        except CircuitBreakerOpenError as error:
+            if self.fallback is None:
+                raise
+            return cast(T, await maybe_await(call_fallback(self.fallback, error, args, kwargs)))
+        on_failure = self.fallback if self.fallback_on_failure else None
         try:
             result = await func(*args, **kwargs)
         except BaseException as error:
-            settle(permit, error)
+            if permit.record_exception(error) and on_failure is not None:
+                return cast(T, await maybe_await(call_fallback(on_failure, error, args, kwargs)))
             raise
-        settle(permit, None)
+        if permit.record_result(result) and on_failure is not None:
+            return cast(T, await maybe_await(call_fallback(on_failure, None, args, kwargs)))
         return result
 
     # --- decorator ----------------------------------------------------------------------
@@ -135,7 +145,7 @@ def circuit_breaker(name: Optional[str] = None, **config: Any) -> Callable[[F], 
         fetch.circuit_breaker.get_status()
 
     ``name`` defaults to the function's qualified name; ``config`` takes the
-    ``CircuitBreaker`` keyword arguments.
+    ``CircuitBreaker`` keyword arguments (``fallback=`` among them).
     """
 
     def decorate(func: F) -> F:

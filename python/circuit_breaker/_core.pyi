@@ -1,6 +1,6 @@
 """Type stubs for the compiled ``circuit_breaker._core`` module."""
 
-from typing import Any, Callable, Dict, Optional, TypeVar, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Type, TypeVar, Union
 
 from ._types import CircuitBreakerState
 
@@ -17,6 +17,12 @@ class Permit:
     def success(self) -> None: ...
     def failure(self) -> None: ...
     def ignore(self) -> None: ...
+    def record_exception(self, error: Optional[BaseException] = None) -> bool:
+        """Records what ``error`` counts as under the breaker's policy; True if a failure."""
+    def record_result(self, value: object) -> bool:
+        """Records ``value`` (a failure if ``failure_predicate`` says so); True if a failure."""
+    @property
+    def breaker(self) -> CircuitBreaker: ...
     @property
     def is_probe(self) -> bool: ...
     @property
@@ -33,6 +39,11 @@ class CircuitBreaker:
         *,
         success_threshold: int = 1,
         half_open_max_calls: int = 1,
+        expected_exceptions: Union[Type[BaseException], Sequence[Type[BaseException]], None] = None,
+        exclude: Optional[Sequence[Union[Type[BaseException], Callable[[BaseException], object]]]] = None,
+        failure_predicate: Optional[Callable[[Any], object]] = None,
+        fallback: Optional[Callable[..., Any]] = None,
+        fallback_on_failure: bool = False,
     ) -> None: ...
     def call(self, func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
         """Runs ``func(*args, **kwargs)`` through the breaker and returns its value.
@@ -68,3 +79,9 @@ class CircuitBreaker:
     def success_threshold(self) -> int: ...
     @property
     def half_open_max_calls(self) -> int: ...
+    @property
+    def fallback(self) -> Optional[Callable[..., Any]]: ...
+    @property
+    def fallback_on_failure(self) -> bool: ...
+    @property
+    def last_failure(self) -> Optional[BaseException]: ...

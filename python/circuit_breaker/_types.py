@@ -6,7 +6,7 @@ The compiled ``circuit_breaker._core`` looks these up once and raises / returns 
 from __future__ import annotations
 
 import enum
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 __all__ = ["CircuitBreakerState", "CircuitBreakerError", "CircuitBreakerOpenError"]
 
@@ -31,8 +31,9 @@ class CircuitBreakerOpenError(CircuitBreakerError):
     slot taken).
 
     ``name`` is the breaker's name, ``time_until_recovery_seconds`` the seconds until it admits a
-    probe again (``0.0`` in HALF_OPEN, ``None`` when forced open until reset) and ``state`` the
-    state that rejected the call.
+    probe again (``0.0`` in HALF_OPEN, ``None`` when forced open until reset), ``state`` the
+    state that rejected the call and ``last_failure`` the exception of the failure that last
+    opened the breaker (``None`` if it was opened by hand or by a ``failure_predicate``).
     """
 
     def __init__(
@@ -40,10 +41,24 @@ class CircuitBreakerOpenError(CircuitBreakerError):
         name: str,
         time_until_recovery_seconds: Optional[float] = None,
         state: CircuitBreakerState = CircuitBreakerState.OPEN,
+        last_failure: Optional[BaseException] = None,
     ) -> None:
-        # The breaker builds this error through BaseException.__new__ with the same three
-        # arguments and skips this method, so everything must be derived from ``args``.
-        super().__init__(name, time_until_recovery_seconds, state)
+        # The breaker builds this error through BaseException.__new__ and skips this method
+        # (so a rejection runs no Python code), passing itself in place of ``last_failure``
+        # so that it is only looked up if asked for. Everything is derived from ``args``.
+        super().__init__(name, time_until_recovery_seconds, state, last_failure)
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.name, self.time_until_recovery_seconds, self.state, self.last_failure))
+
+    @property
+    def last_failure(self) -> Optional[BaseException]:
+        """The exception of the failure that last opened the breaker, if any."""
+        source = self.args[3] if len(self.args) > 3 else None
+        if source is None or isinstance(source, BaseException):
+            return source
+        last: Optional[BaseException] = source.last_failure
+        return last
 
     @property
     def name(self) -> str:

@@ -28,8 +28,10 @@ struct Refs {
     exception_new: Py<PyAny>,
     logger: Py<PyAny>,
     coroutine_type: Py<PyAny>,
-    /// `circuit_breaker._aio.record_when_done(permit, coroutine)`.
+    /// `circuit_breaker._support.record_when_done(permit, coroutine, args, kwargs)`.
     record_when_done: Py<PyAny>,
+    /// `circuit_breaker._support.call_fallback(fallback, error, args, kwargs)`.
+    call_fallback: Py<PyAny>,
 }
 
 static REFS: PyOnceLock<Refs> = PyOnceLock::new();
@@ -46,7 +48,8 @@ fn refs(py: Python<'_>) -> PyResult<&'static Refs> {
             exception_new: py.get_type::<PyException>().getattr("__new__")?.unbind(),
             logger: py.import("logging")?.call_method1("getLogger", ("circuit_breaker",))?.unbind(),
             coroutine_type: py.import("types")?.getattr("CoroutineType")?.unbind(),
-            record_when_done: py.import("circuit_breaker._aio")?.getattr("record_when_done")?.unbind(),
+            record_when_done: py.import("circuit_breaker._support")?.getattr("record_when_done")?.unbind(),
+            call_fallback: py.import("circuit_breaker._support")?.getattr("call_fallback")?.unbind(),
         })
     })
 }
@@ -225,10 +228,126 @@ impl<'py> Arg<'py> {
     }
 }
 
+/// What counts as failure, and what to return instead of an error. Set once, at construction.
+struct Policy {
+    /// Only these exception types (and subclasses) count as failures.
+    expected: Option<Py<PyTuple>>,
+    /// Exception types that never count.
+    exclude_types: Option<Py<PyTuple>>,
+    /// Predicates `exc -> bool`: a true answer means the exception does not count.
+    exclude_predicates: Vec<Py<PyAny>>,
+    /// `result -> bool`: a true answer means the returned value is a failure.
+    failure_predicate: Option<Py<PyAny>>,
+    fallback: Option<Py<PyAny>>,
+    fallback_on_failure: bool,
+}
+
+impl Policy {
+    /// Whether every exception counts and no value does: the documented behaviour.
+    fn is_plain(&self) -> bool {
+        self.expected.is_none()
+            && self.exclude_types.is_none()
+            && self.exclude_predicates.is_empty()
+            && self.failure_predicate.is_none()
+    }
+}
+
+fn exception_types<'py>(name: &str, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    let py = value.py();
+    let is_exception_type = |v: &Bound<'py, PyAny>| -> PyResult<bool> {
+        Ok(v.is_instance_of::<pyo3::types::PyType>()
+            && v.cast::<pyo3::types::PyType>()?.is_subclass(&py.get_type::<pyo3::exceptions::PyBaseException>())?)
+    };
+    let items: Vec<Bound<'py, PyAny>> = if is_exception_type(value)? {
+        vec![value.clone()]
+    } else if value.is_instance_of::<PyTuple>() || value.is_instance_of::<pyo3::types::PyList>() {
+        value.try_iter()?.collect::<PyResult<_>>()?
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an exception type or a tuple of them, got {}",
+            value.get_type().name()?
+        )));
+    };
+    if items.is_empty() {
+        return Err(PyValueError::new_err(format!("{name} must name at least one exception type")));
+    }
+    for item in &items {
+        if !is_exception_type(item)? {
+            return Err(PyTypeError::new_err(format!("{name} must hold exception types, got {}", item.repr()?)));
+        }
+    }
+    PyTuple::new(py, items)
+}
+
+fn optional_callable(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+    if value.is_none() {
+        Ok(None)
+    } else if value.is_callable() {
+        Ok(Some(value.clone().unbind()))
+    } else {
+        Err(PyTypeError::new_err(format!("{name} must be callable or None, got {}", value.get_type().name()?)))
+    }
+}
+
+impl Policy {
+    fn from_args(
+        expected_exceptions: &Bound<'_, PyAny>,
+        exclude: &Bound<'_, PyAny>,
+        failure_predicate: &Bound<'_, PyAny>,
+        fallback: &Bound<'_, PyAny>,
+        fallback_on_failure: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let py = exclude.py();
+        let expected = if expected_exceptions.is_none() {
+            None
+        } else {
+            Some(exception_types("expected_exceptions", expected_exceptions)?.unbind())
+        };
+        let mut types = Vec::new();
+        let mut predicates = Vec::new();
+        if !exclude.is_none() {
+            let iter = exclude.try_iter().map_err(|_| {
+                PyTypeError::new_err("exclude must be a sequence of exception types or predicates")
+            })?;
+            for item in iter {
+                let item = item?;
+                if exception_types("exclude", &item).is_ok() && item.is_instance_of::<pyo3::types::PyType>() {
+                    types.push(item);
+                } else if item.is_callable() {
+                    predicates.push(item.unbind());
+                } else {
+                    return Err(PyTypeError::new_err(format!(
+                        "exclude must hold exception types or predicates, got {}",
+                        item.repr()?
+                    )));
+                }
+            }
+        }
+        let fallback_on_failure = fallback_on_failure.cast::<PyBool>().map_err(|_| {
+            PyTypeError::new_err("fallback_on_failure must be a bool")
+        })?.is_true();
+        let fallback = optional_callable("fallback", fallback)?;
+        if fallback_on_failure && fallback.is_none() {
+            return Err(PyValueError::new_err("fallback_on_failure=True needs a fallback"));
+        }
+        Ok(Policy {
+            expected,
+            exclude_types: if types.is_empty() { None } else { Some(PyTuple::new(py, types)?.unbind()) },
+            exclude_predicates: predicates,
+            failure_predicate: optional_callable("failure_predicate", failure_predicate)?,
+            fallback,
+            fallback_on_failure,
+        })
+    }
+}
+
 /// A circuit breaker protecting one dependency. See the package documentation.
 #[pyclass(frozen, subclass, weakref, module = "circuit_breaker", name = "CircuitBreaker")]
 struct CircuitBreaker {
     listeners: Arc<Listeners>,
+    policy: Policy,
+    /// The exception of the failure that last opened the breaker (for the open error).
+    last_failure: Mutex<Option<Py<PyAny>>>,
     name: Py<PyString>,
     /// `recovery_timeout_seconds` exactly as given (an int stays an int in the status).
     recovery_timeout_seconds: Py<PyAny>,
@@ -241,7 +360,9 @@ struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
-    fn rejection(&self, py: Python<'_>, rejected: cb_core::Rejected) -> PyErr {
+    fn rejection(slf: &Bound<'_, Self>, rejected: cb_core::Rejected) -> PyErr {
+        let py = slf.py();
+        let this = slf.get();
         let build = || -> PyResult<PyErr> {
             let r = refs(py)?;
             let secs = rejected.retry_after().map(|d| d.as_secs_f64());
@@ -250,11 +371,13 @@ impl CircuitBreaker {
                 _ => &r.open,
             };
             // BaseException.__new__ sets `args` without running the class's Python __init__.
+            // The breaker rides along so `last_failure` is read only if someone asks.
             let exc = r.exception_new.bind(py).call1((
                 r.open_error.bind(py),
-                self.name.bind(py),
+                this.name.bind(py),
                 secs,
                 state.bind(py),
+                slf,
             ))?;
             Ok(PyErr::from_value(exc))
         };
@@ -263,6 +386,89 @@ impl CircuitBreaker {
 
     fn state(&self) -> State {
         self.inner.state()
+    }
+
+    /// Calls `fallback(*args, **kwargs)` while `error` is being handled, so the fallback sees
+    /// it as `sys.exc_info()` and any error it raises chains to it.
+    fn call_fallback(
+        &self,
+        py: Python<'_>,
+        fallback: &Py<PyAny>,
+        error: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let r = refs(py)?;
+        let kwargs = match kwargs {
+            Some(k) => k.clone(),
+            None => PyDict::new(py),
+        };
+        Ok(r.call_fallback.bind(py).call1((fallback.bind(py), error, args, kwargs))?.unbind())
+    }
+
+    /// What an exception from the call counts as.
+    fn outcome_of_error(&self, py: Python<'_>, error: &Bound<'_, PyAny>) -> Outcome {
+        if !error.is_instance_of::<PyException>() {
+            return Outcome::Ignored;
+        }
+        if self.policy.is_plain() {
+            return Outcome::Failure;
+        }
+        let p = &self.policy;
+        if let Some(types) = &p.exclude_types {
+            if error.is_instance(types.bind(py)).unwrap_or(false) {
+                return Outcome::Ignored;
+            }
+        }
+        for predicate in &p.exclude_predicates {
+            match predicate.bind(py).call1((error,)).and_then(|v| v.is_truthy()) {
+                Ok(true) => return Outcome::Ignored,
+                Ok(false) => {}
+                Err(err) => self.log_classifier_error(py, "exclude predicate", predicate.bind(py), err),
+            }
+        }
+        if let Some(types) = &p.expected {
+            if !error.is_instance(types.bind(py)).unwrap_or(false) {
+                return Outcome::Ignored;
+            }
+        }
+        Outcome::Failure
+    }
+
+    /// What a value returned by the call counts as.
+    fn outcome_of_value(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> Outcome {
+        let Some(predicate) = &self.policy.failure_predicate else { return Outcome::Success };
+        match predicate.bind(py).call1((value,)).and_then(|v| v.is_truthy()) {
+            Ok(true) => Outcome::Failure,
+            Ok(false) => Outcome::Success,
+            Err(err) => {
+                self.log_classifier_error(py, "failure_predicate", predicate.bind(py), err);
+                Outcome::Failure
+            }
+        }
+    }
+
+    /// A classifier that raises is a bug in it, not in the dependency: log it with its
+    /// traceback and count the call as a failure; the caller's own result is never lost.
+    fn log_classifier_error(&self, py: Python<'_>, what: &str, classifier: &Bound<'_, PyAny>, err: PyErr) {
+        let Ok(r) = refs(py) else { return };
+        let kwargs = PyDict::new(py);
+        let _ = kwargs.set_item("exc_info", err.value(py));
+        let _ = r.logger.bind(py).call_method(
+            "error",
+            ("CircuitBreaker '%s': %s %r raised; counting the call as a failure", self.name.bind(py), what, classifier),
+            Some(&kwargs),
+        );
+    }
+
+    /// Records `outcome` for a finished call and remembers a failure that opened the breaker.
+    fn finish(&self, ticket: Ticket, outcome: Outcome, error: Option<&Bound<'_, PyAny>>) {
+        self.inner.record(ticket, outcome);
+        if outcome == Outcome::Failure && self.inner.snapshot().stored_state() == State::Open {
+            if let Some(error) = error {
+                *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.clone().unbind());
+            }
+        }
     }
 
     /// Consecutive failures now; the word keeps no count once open, so OPEN and HALF_OPEN
@@ -295,11 +501,11 @@ struct Permit {
 }
 
 impl Permit {
-    fn finish(&self, outcome: Outcome) -> PyResult<()> {
+    fn finish(&self, outcome: Outcome, error: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let ticket = self.ticket.lock().unwrap_or_else(|e| e.into_inner()).take();
         match ticket {
             Some(ticket) => {
-                self.breaker.get().inner.record(ticket, outcome);
+                self.breaker.get().finish(ticket, outcome, error);
                 Ok(())
             }
             None => Err(PyRuntimeError::new_err("this permit has already reported its outcome")),
@@ -311,17 +517,43 @@ impl Permit {
 impl Permit {
     /// The call succeeded.
     fn success(&self) -> PyResult<()> {
-        self.finish(Outcome::Success)
+        self.finish(Outcome::Success, None)
     }
 
     /// The call failed.
     fn failure(&self) -> PyResult<()> {
-        self.finish(Outcome::Failure)
+        self.finish(Outcome::Failure, None)
     }
 
     /// The call ended in a way that says nothing about the dependency.
     fn ignore(&self) -> PyResult<()> {
-        self.finish(Outcome::Ignored)
+        self.finish(Outcome::Ignored, None)
+    }
+
+    /// The call raised `error` (or, for None, finished without raising): records what the
+    /// breaker's policy says it counts as. Returns True if it counted as a failure.
+    #[pyo3(signature = (error = None))]
+    fn record_exception(&self, py: Python<'_>, error: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let outcome = match error {
+            None => Outcome::Success,
+            Some(e) => self.breaker.get().outcome_of_error(py, e),
+        };
+        self.finish(outcome, error)?;
+        Ok(outcome == Outcome::Failure)
+    }
+
+    /// The call returned `value`: records success, or failure if the breaker's
+    /// `failure_predicate` says so. Returns True if it counted as a failure.
+    fn record_result(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let outcome = self.breaker.get().outcome_of_value(py, value);
+        self.finish(outcome, None)?;
+        Ok(outcome == Outcome::Failure)
+    }
+
+    /// The breaker this permit belongs to.
+    #[getter]
+    fn breaker(&self, py: Python<'_>) -> Py<CircuitBreaker> {
+        self.breaker.clone_ref(py)
     }
 
     /// Whether this call is a half-open probe.
@@ -349,7 +581,13 @@ impl Drop for Permit {
 #[pymethods]
 impl CircuitBreaker {
     #[new]
-    #[pyo3(signature = (name, failure_threshold = Arg::Omitted, recovery_timeout_seconds = Arg::Omitted, *, success_threshold = Arg::Omitted, half_open_max_calls = Arg::Omitted))]
+    #[pyo3(signature = (
+        name, failure_threshold = Arg::Omitted, recovery_timeout_seconds = Arg::Omitted, *,
+        success_threshold = Arg::Omitted, half_open_max_calls = Arg::Omitted,
+        expected_exceptions = None, exclude = None, failure_predicate = None,
+        fallback = None, fallback_on_failure = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
         name: &Bound<'py, PyAny>,
@@ -357,7 +595,21 @@ impl CircuitBreaker {
         recovery_timeout_seconds: Arg<'py>,
         success_threshold: Arg<'py>,
         half_open_max_calls: Arg<'py>,
+        expected_exceptions: Option<&Bound<'py, PyAny>>,
+        exclude: Option<&Bound<'py, PyAny>>,
+        failure_predicate: Option<&Bound<'py, PyAny>>,
+        fallback: Option<&Bound<'py, PyAny>>,
+        fallback_on_failure: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Self> {
+        let none = py.None().into_bound(py);
+        let false_ = PyBool::new(py, false).to_owned().into_any();
+        let policy = Policy::from_args(
+            expected_exceptions.unwrap_or(&none),
+            exclude.unwrap_or(&none),
+            failure_predicate.unwrap_or(&none),
+            fallback.unwrap_or(&none),
+            fallback_on_failure.unwrap_or(&false_),
+        )?;
         let name = name.cast::<PyString>().map_err(|_| {
             PyTypeError::new_err(format!("name must be a str, got {}", name.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
         })?;
@@ -389,6 +641,8 @@ impl CircuitBreaker {
             .on_transition(move |t| on_transition(&label, &hook, t));
         Ok(CircuitBreaker {
             listeners,
+            policy,
+            last_failure: Mutex::new(None),
             name: name.clone().unbind(),
             recovery_timeout_seconds: recovery_obj,
             inner,
@@ -416,32 +670,50 @@ impl CircuitBreaker {
                 func.get_type().name()?
             )));
         }
-        let permit = this.inner.admit().map_err(|rejected| this.rejection(py, rejected))?;
+        let permit = match this.inner.admit() {
+            Ok(permit) => permit.into_ticket(),
+            Err(rejected) => {
+                let error = Self::rejection(slf, rejected);
+                return match &this.policy.fallback {
+                    Some(fallback) => this.call_fallback(py, fallback, error.value(py), args, kwargs),
+                    None => Err(error),
+                };
+            }
+        };
+        // From here the ticket must be recorded exactly once; a panic would lose it, but
+        // nothing below panics (PyO3 turns Python errors into values).
         match func.call(args, kwargs) {
             Ok(value) => {
                 if let Some(r) = REFS.get(py) {
                     if value.get_type_ptr().cast::<pyo3::ffi::PyObject>() == r.coroutine_type.as_ptr() {
                         // The call has only started: the outcome comes when it is awaited.
-                        let permit = Permit {
-                            breaker: slf.clone().unbind(),
-                            ticket: Mutex::new(Some(permit.into_ticket())),
-                        };
-                        return Ok(r.record_when_done.bind(py).call1((permit, value))?.unbind());
+                        let permit = Permit { breaker: slf.clone().unbind(), ticket: Mutex::new(Some(permit)) };
+                        return Ok(r.record_when_done.bind(py).call1((permit, value, args, kwargs))?.unbind());
                     }
                 }
-                permit.success();
-                Ok(value.unbind())
+                let outcome = this.outcome_of_value(py, &value);
+                this.finish(permit, outcome, None);
+                match (&this.policy.fallback, outcome) {
+                    (Some(fallback), Outcome::Failure) if this.policy.fallback_on_failure => {
+                        this.call_fallback(py, fallback, py.None().bind(py), args, kwargs)
+                    }
+                    _ => Ok(value.unbind()),
+                }
             }
             Err(err) => {
-                // Exception subclasses are the dependency failing; other BaseExceptions
-                // (KeyboardInterrupt, SystemExit, GeneratorExit, CancelledError) say nothing
-                // about it: they release the slot and count as neither.
-                if err.is_instance_of::<PyException>(py) {
-                    permit.failure();
-                } else {
-                    permit.ignore();
+                // Exception subclasses are the dependency failing (unless the policy says
+                // otherwise); other BaseExceptions (KeyboardInterrupt, SystemExit,
+                // GeneratorExit, CancelledError) say nothing about it: they release the slot
+                // and count as neither.
+                let error = err.value(py);
+                let outcome = this.outcome_of_error(py, error);
+                this.finish(permit, outcome, Some(error));
+                match (&this.policy.fallback, outcome) {
+                    (Some(fallback), Outcome::Failure) if this.policy.fallback_on_failure => {
+                        this.call_fallback(py, fallback, error, args, kwargs)
+                    }
+                    _ => Err(err),
                 }
-                Err(err)
             }
         }
     }
@@ -532,7 +804,7 @@ impl CircuitBreaker {
     /// (streaming, callbacks). Raises `CircuitBreakerOpenError` when rejected.
     fn acquire(slf: &Bound<'_, Self>) -> PyResult<Permit> {
         let this = slf.get();
-        let permit = this.inner.admit().map_err(|rejected| this.rejection(slf.py(), rejected))?;
+        let permit = this.inner.admit().map_err(|rejected| Self::rejection(slf, rejected))?;
         Ok(Permit { breaker: slf.clone().unbind(), ticket: Mutex::new(Some(permit.into_ticket())) })
     }
 
@@ -616,6 +888,24 @@ impl CircuitBreaker {
     #[getter]
     fn half_open_max_calls(&self) -> u64 {
         self.inner.config().half_open_max_calls
+    }
+
+    /// The fallback called instead of raising (None if none).
+    #[getter]
+    fn fallback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.policy.fallback.as_ref().map(|f| f.clone_ref(py))
+    }
+
+    /// Whether the fallback also replaces a failed call's exception.
+    #[getter]
+    fn fallback_on_failure(&self) -> bool {
+        self.policy.fallback_on_failure
+    }
+
+    /// The exception of the failure that last opened the breaker, or None.
+    #[getter]
+    fn last_failure(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.last_failure.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|e| e.clone_ref(py))
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

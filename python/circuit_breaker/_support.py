@@ -1,0 +1,52 @@
+"""Helpers the Rust ``call`` hands work to: finishing a coroutine's call, and fallbacks."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, TypeVar
+
+from ._core import Permit
+
+__all__ = ["record_when_done", "call_fallback", "maybe_await"]
+
+T = TypeVar("T")
+
+
+def call_fallback(
+    fallback: Callable[..., Any],
+    error: Optional[BaseException],
+    args: Tuple[Any, ...],
+    kwargs: Dict[str, Any],
+) -> Any:
+    """Calls ``fallback(*args, **kwargs)`` while ``error`` (the open error, or the failure it
+    replaces) is being handled: the fallback sees it as ``sys.exc_info()``, and an exception
+    the fallback raises chains to it as ``__context__``."""
+    if error is None:
+        return fallback(*args, **kwargs)
+    try:
+        raise error
+    except BaseException:
+        return fallback(*args, **kwargs)
+
+
+async def record_when_done(
+    permit: Permit, awaitable: Awaitable[T], args: Tuple[Any, ...], kwargs: Optional[Dict[str, Any]]
+) -> Any:
+    """Awaits the coroutine an ``async def`` call returned and records its outcome on
+    ``permit`` by the breaker's policy, falling back if the breaker says so."""
+    breaker = permit.breaker
+    on_failure = breaker.fallback if breaker.fallback_on_failure else None
+    try:
+        result = await awaitable
+    except BaseException as error:
+        if permit.record_exception(error) and on_failure is not None:
+            return await maybe_await(call_fallback(on_failure, error, args, kwargs or {}))
+        raise
+    if permit.record_result(result) and on_failure is not None:
+        return await maybe_await(call_fallback(on_failure, None, args, kwargs or {}))
+    return result
+
+
+async def maybe_await(value: Any) -> Any:
+    """``value``, awaited if it is awaitable (an ``async`` fallback)."""
+    return await value if inspect.isawaitable(value) else value

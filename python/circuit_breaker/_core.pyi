@@ -5,8 +5,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Type, TypeVar, Union
 from ._types import CircuitBreakerState
 
 _T = TypeVar("_T")
-
-Listener = Callable[["CircuitBreaker", CircuitBreakerState, CircuitBreakerState, str], object]
+_B = TypeVar("_B", bound="CircuitBreaker")
 
 class Permit:
     """The right to run one call, from ``CircuitBreaker.acquire()``.
@@ -67,8 +66,13 @@ class CircuitBreaker:
         """OPEN until ``reset()``."""
     def disable(self) -> None:
         """Admit everything, never trip, until ``reset()``."""
-    def add_listener(self, listener: Listener) -> None: ...
-    def remove_listener(self, listener: Listener) -> None: ...
+    def add_listener(
+        self: _B, listener: Callable[[_B, CircuitBreakerState, CircuitBreakerState, str], object]
+    ) -> None:
+        """Calls ``listener(breaker, old, new, reason)`` after every transition."""
+    def remove_listener(
+        self: _B, listener: Callable[[_B, CircuitBreakerState, CircuitBreakerState, str], object]
+    ) -> None: ...
     @property
     def name(self) -> str: ...
     @property

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Mapping, Optional
 
 from ._breaker import CircuitBreaker
 
 __all__ = ["CircuitBreakerRegistry"]
+
+
+# Settings get_or_create compares with an existing breaker's.
+_COMPARABLE = ("failure_threshold", "recovery_timeout_seconds", "success_threshold", "half_open_max_calls")
 
 
 class CircuitBreakerRegistry:
@@ -66,6 +70,47 @@ class CircuitBreakerRegistry:
         except KeyError:
             known = ", ".join(sorted(self._breakers))
             raise KeyError(f"no circuit breaker named {name!r}; registered: {known}") from None
+
+    def get_or_create(self, name: str, **config: Any) -> CircuitBreaker:
+        """The breaker registered as ``name``, created with ``config`` (the ``CircuitBreaker``
+        keyword arguments) and registered if there is none. Atomic: concurrent callers get the
+        same breaker. Asking for settings that differ from an existing breaker's is a
+        ``ValueError`` rather than a silent mismatch."""
+        with self._lock:
+            breaker = self._breakers.get(name)
+            if breaker is None:
+                breaker = CircuitBreaker(name, **config)
+                self._breakers[name] = breaker
+                return breaker
+        conflicts = [
+            f"{key}={value!r} (it has {getattr(breaker, key)!r})"
+            for key, value in config.items()
+            if key in _COMPARABLE and getattr(breaker, key) != value
+        ]
+        if conflicts:
+            raise ValueError(f"circuit breaker {name!r} already exists with other settings: {', '.join(conflicts)}")
+        return breaker
+
+    def unregister(self, name: str) -> CircuitBreaker:
+        """Removes and returns the breaker registered as ``name``; ``KeyError`` if none."""
+        with self._lock:
+            breaker = self._breakers.pop(name, None)
+            known = ", ".join(sorted(self._breakers))
+        if breaker is None:
+            raise KeyError(f"no circuit breaker named {name!r}; registered: {known}")
+        return breaker
+
+    def load_defaults(self, mapping: Mapping[str, Mapping[str, Any]], *, replace: bool = False) -> List[str]:
+        """Creates a breaker per entry of ``mapping`` (name → ``CircuitBreaker`` keyword
+        arguments), in the format of ``_default_breakers``. Every entry is validated before any
+        is registered, so a bad one changes nothing. Names already registered are kept unless
+        ``replace`` is true. Returns the names registered."""
+        built = {name: CircuitBreaker(name, **dict(config)) for name, config in mapping.items()}
+        with self._lock:
+            names = [name for name in built if replace or name not in self._breakers]
+            for name in names:
+                self._breakers[name] = built[name]
+        return names
 
     def get_all(self) -> Dict[str, CircuitBreaker]:
         """A copy of the name → breaker mapping."""

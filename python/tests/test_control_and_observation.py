@@ -187,3 +187,66 @@ def test_listeners_must_be_callable_and_do_not_keep_the_breaker_alive() -> None:
     del b
     gc.collect()
     assert ref() is None
+
+
+# --- registry additions --------------------------------------------------------------------
+
+
+def test_get_or_create_is_atomic_and_refuses_conflicting_settings() -> None:
+    import threading
+
+    from circuit_breaker import CircuitBreakerRegistry
+
+    registry = CircuitBreakerRegistry()
+    barrier = threading.Barrier(8)
+    got: List[CircuitBreaker] = []
+
+    def work() -> None:
+        barrier.wait()
+        got.append(registry.get_or_create("provider_x", failure_threshold=3, recovery_timeout_seconds=30))
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(b is got[0] for b in got) and registry.get("provider_x") is got[0]
+    assert got[0].failure_threshold == 3
+    assert registry.get_or_create("provider_x") is got[0]
+    assert registry.get_or_create("provider_x", failure_threshold=3) is got[0]
+    with pytest.raises(ValueError, match="failure_threshold=4"):
+        registry.get_or_create("provider_x", failure_threshold=4)
+    with pytest.raises(ValueError, match="failure_threshold"):
+        registry.get_or_create("provider_bad", failure_threshold=0)
+    with pytest.raises(KeyError):
+        registry.get("provider_bad")
+
+
+def test_unregister() -> None:
+    from circuit_breaker import CircuitBreakerRegistry
+
+    registry = CircuitBreakerRegistry()
+    b = registry.get_or_create("to_remove")
+    assert registry.unregister("to_remove") is b
+    with pytest.raises(KeyError, match="to_remove"):
+        registry.unregister("to_remove")
+    assert "to_remove" not in registry.get_all()
+
+
+def test_load_defaults_from_a_mapping() -> None:
+    from circuit_breaker import CircuitBreakerRegistry
+
+    registry = CircuitBreakerRegistry()
+    registry.register("endpoint_kept", CircuitBreaker("endpoint_kept", failure_threshold=9))
+    config = {
+        "endpoint_a": {"failure_threshold": 2, "recovery_timeout_seconds": 5},
+        "endpoint_kept": {"failure_threshold": 1},
+    }
+    assert registry.load_defaults(config) == ["endpoint_a"]
+    assert registry.get("endpoint_a").recovery_timeout_seconds == 5
+    assert registry.get("endpoint_kept").failure_threshold == 9
+    assert registry.load_defaults(config, replace=True) == ["endpoint_a", "endpoint_kept"]
+    assert registry.get("endpoint_kept").failure_threshold == 1
+    with pytest.raises(ValueError):
+        registry.load_defaults({"endpoint_new": {}, "endpoint_broken": {"failure_threshold": -1}})
+    assert "endpoint_new" not in registry.get_all(), "a bad entry registers nothing"

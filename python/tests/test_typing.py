@@ -24,6 +24,11 @@ def test_documented_examples_pass_mypy_strict() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_extended_api_passes_mypy_strict() -> None:
+    result = mypy(str(HERE / "typing" / "extended_examples.py"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_mypy_rejects_misuse(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text(

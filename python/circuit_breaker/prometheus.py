@@ -1,0 +1,69 @@
+"""Prometheus metrics for every breaker in the registry, read at scrape time.
+
+    from circuit_breaker.prometheus import register_metrics
+    register_metrics()              # once; then expose prometheus_client as usual
+
+Needs ``pip install .[prometheus]``. Nothing runs per call: the collector reads the breakers'
+lock-free counters when Prometheus scrapes.
+
+| metric | type | labels | value |
+|---|---|---|---|
+| ``circuit_breaker_state`` | gauge | ``name`` | 0 closed, 1 half-open, 2 open (forced open reads 2, disabled 0) |
+| ``circuit_breaker_calls_total`` | counter | ``name``, ``result`` | ``success``, ``failure``, ``rejected``, ``ignored`` |
+| ``circuit_breaker_opened_total`` | counter | ``name`` | transitions into OPEN |
+| ``circuit_breaker_failure_count`` | gauge | ``name`` | consecutive failures now |
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+
+from ._registry import CircuitBreakerRegistry
+
+__all__ = ["CircuitBreakerCollector", "register_metrics", "STATE_VALUES"]
+
+STATE_VALUES = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
+"""The value of ``circuit_breaker_state`` for each state (seed 002's encoding)."""
+
+
+class CircuitBreakerCollector(Collector):
+    """A ``prometheus_client`` collector over a :class:`CircuitBreakerRegistry`."""
+
+    def __init__(self, registry: Optional[CircuitBreakerRegistry] = None) -> None:
+        self._registry = registry if registry is not None else CircuitBreakerRegistry()
+
+    def collect(self) -> Iterable[Metric]:
+        state = GaugeMetricFamily(
+            "circuit_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", labels=["name"]
+        )
+        calls = CounterMetricFamily(
+            "circuit_breaker_calls", "Calls through the circuit breaker, by result.", labels=["name", "result"]
+        )
+        opened = CounterMetricFamily("circuit_breaker_opened", "Transitions into OPEN.", labels=["name"])
+        failures = GaugeMetricFamily(
+            "circuit_breaker_failure_count", "Consecutive failures counted now.", labels=["name"]
+        )
+        for name, breaker in sorted(self._registry.get_all().items()):
+            m = breaker.get_metrics()
+            state.add_metric([name], STATE_VALUES[m["state"]])
+            calls.add_metric([name, "success"], m["total_successes"])
+            calls.add_metric([name, "failure"], m["total_failures"])
+            calls.add_metric([name, "rejected"], m["total_rejections"])
+            calls.add_metric([name, "ignored"], m["total_ignored"])
+            opened.add_metric([name], m["circuit_opened_count"])
+            failures.add_metric([name], m["current_failure_count"])
+        return [state, calls, opened, failures]
+
+
+def register_metrics(
+    registry: Optional[CircuitBreakerRegistry] = None,
+    prometheus_registry: CollectorRegistry = REGISTRY,
+) -> CircuitBreakerCollector:
+    """Registers a :class:`CircuitBreakerCollector` with ``prometheus_registry`` (the default
+    global one unless given) and returns it."""
+    collector = CircuitBreakerCollector(registry)
+    prometheus_registry.register(collector)
+    return collector

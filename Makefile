@@ -9,6 +9,7 @@ test: test-rust test-loom test-python
 
 test-rust:
 	cargo test --workspace --exclude circuit_breaker_py --release
+	cargo test -p cb_core --release --features tracing --test tracing_events
 
 # loom builds with its own cfg, so it gets its own target dir and never invalidates the normal one.
 test-loom:

@@ -43,6 +43,7 @@ pub struct CircuitBreaker<C: Clock = DefaultClock, M: Metrics = Counters> {
     clock: C,
     metrics: M,
     listener: Option<Listener>,
+    name: Option<Box<str>>,
 }
 
 /// Why a call was not run.
@@ -154,6 +155,7 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
             clock,
             metrics,
             listener: None,
+            name: None,
         })
     }
 
@@ -173,6 +175,22 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
     pub fn on_transition(mut self, listener: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
         self.listener = Some(Box::new(listener));
         self
+    }
+
+    /// Names the breaker (for `tracing` events and `Debug`).
+    ///
+    /// ```
+    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap().named("quotes");
+    /// assert_eq!(breaker.name(), Some("quotes"));
+    /// ```
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into().into_boxed_str());
+        self
+    }
+
+    /// The name given by [`CircuitBreaker::named`], if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// The one CAS loop: applies `f` to the current word until its answer is written or it asks
@@ -206,6 +224,16 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
 
     #[cold]
     fn announce(&self, transition: &Transition, now: u64) {
+        #[cfg(feature = "tracing")]
+        {
+            let name = self.name.as_deref().unwrap_or("");
+            let (from, to, reason) = (transition.from.as_str(), transition.to.as_str(), &transition.reason);
+            if transition.to == State::Open {
+                tracing::warn!(target: "cb_core", name, from, to, %reason, "circuit breaker transition");
+            } else {
+                tracing::info!(target: "cb_core", name, from, to, %reason, "circuit breaker transition");
+            }
+        }
         self.metrics.on_transition(transition, now);
         if let Some(listener) = &self.listener {
             listener(transition);
@@ -448,6 +476,7 @@ impl<C: Clock> CircuitBreaker<C, Counters> {
 impl<C: Clock, M: Metrics> fmt::Debug for CircuitBreaker<C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
+            .field("name", &self.name)
             .field("snapshot", &self.snapshot())
             .field("config", &self.config)
             .finish_non_exhaustive()

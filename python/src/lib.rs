@@ -462,6 +462,7 @@ impl CircuitBreaker {
     }
 
     /// Records `outcome` for a finished call and remembers a failure that opened the breaker.
+    #[inline]
     fn finish(&self, ticket: Ticket, outcome: Outcome, error: Option<&Bound<'_, PyAny>>) {
         self.inner.record(ticket, outcome);
         if outcome == Outcome::Failure && self.inner.snapshot().stored_state() == State::Open {
@@ -691,7 +692,10 @@ impl CircuitBreaker {
                         return Ok(r.record_when_done.bind(py).call1((permit, value, args, kwargs))?.unbind());
                     }
                 }
-                let outcome = this.outcome_of_value(py, &value);
+                let outcome = match this.policy.failure_predicate {
+                    None => Outcome::Success,
+                    Some(_) => this.outcome_of_value(py, &value),
+                };
                 this.finish(permit, outcome, None);
                 match (&this.policy.fallback, outcome) {
                     (Some(fallback), Outcome::Failure) if this.policy.fallback_on_failure => {

@@ -388,6 +388,84 @@ impl CircuitBreaker {
         self.inner.state()
     }
 
+    /// `call` was rejected: the fallback's result, or the open error.
+    #[cold]
+    #[inline(never)]
+    fn rejected_call(
+        slf: &Bound<'_, Self>,
+        rejected: cb_core::Rejected,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let error = Self::rejection(slf, rejected);
+        match &this.policy.fallback {
+            Some(fallback) => this.call_fallback(py, fallback, error.value(py), args, kwargs),
+            None => Err(error),
+        }
+    }
+
+    /// `call` started a coroutine: the outcome comes when it is awaited, so hand back an
+    /// awaitable that owns the slot.
+    #[cold]
+    #[inline(never)]
+    fn started_coroutine(
+        slf: &Bound<'_, Self>,
+        ticket: Ticket,
+        coroutine: Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let permit = Permit { breaker: slf.clone().unbind(), ticket: Mutex::new(Some(ticket)) };
+        Ok(refs(py)?.record_when_done.bind(py).call1((permit, coroutine, args, kwargs))?.unbind())
+    }
+
+    /// `call` returned and a `failure_predicate` is set: classify, maybe fall back.
+    #[inline(never)]
+    fn returned_with_policy(
+        &self,
+        py: Python<'_>,
+        ticket: Ticket,
+        value: Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let outcome = self.outcome_of_value(py, &value);
+        self.finish(ticket, outcome, None);
+        match (&self.policy.fallback, outcome) {
+            (Some(fallback), Outcome::Failure) if self.policy.fallback_on_failure => {
+                self.call_fallback(py, fallback, py.None().bind(py), args, kwargs)
+            }
+            _ => Ok(value.unbind()),
+        }
+    }
+
+    /// `call` raised: classify (Exception subclasses are the dependency failing unless the
+    /// policy says otherwise; other BaseExceptions — KeyboardInterrupt, SystemExit,
+    /// GeneratorExit, CancelledError — say nothing about it and count as neither), maybe fall
+    /// back, else propagate the very same exception.
+    #[inline(never)]
+    fn raised(
+        &self,
+        py: Python<'_>,
+        ticket: Ticket,
+        err: PyErr,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let error = err.value(py);
+        let outcome = self.outcome_of_error(py, error);
+        self.finish(ticket, outcome, Some(error));
+        match (&self.policy.fallback, outcome) {
+            (Some(fallback), Outcome::Failure) if self.policy.fallback_on_failure => {
+                self.call_fallback(py, fallback, error, args, kwargs)
+            }
+            _ => Err(err),
+        }
+    }
+
     /// Calls `fallback(*args, **kwargs)` while `error` is being handled, so the fallback sees
     /// it as `sys.exc_info()` and any error it raises chains to it.
     fn call_fallback(
@@ -481,6 +559,14 @@ impl CircuitBreaker {
             State::ForcedOpen | State::Disabled => 0,
         }
     }
+}
+
+/// The `TypeError` for `call()` on something that is not callable.
+#[cold]
+#[inline(never)]
+fn not_callable(func: &Bound<'_, PyAny>) -> PyErr {
+    let type_name = func.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+    PyTypeError::new_err(format!("call() needs a callable, got {type_name}"))
 }
 
 /// `'normal'`, or the manual mode set by `force_open()` / `disable()`.
@@ -666,59 +752,28 @@ impl CircuitBreaker {
         let py = slf.py();
         let this = slf.get();
         if !func.is_callable() {
-            return Err(PyTypeError::new_err(format!(
-                "call() needs a callable, got {}",
-                func.get_type().name()?
-            )));
+            return Err(not_callable(func));
         }
-        let permit = match this.inner.admit() {
+        let ticket = match this.inner.admit() {
             Ok(permit) => permit.into_ticket(),
-            Err(rejected) => {
-                let error = Self::rejection(slf, rejected);
-                return match &this.policy.fallback {
-                    Some(fallback) => this.call_fallback(py, fallback, error.value(py), args, kwargs),
-                    None => Err(error),
-                };
-            }
+            Err(rejected) => return Self::rejected_call(slf, rejected, args, kwargs),
         };
-        // From here the ticket must be recorded exactly once; a panic would lose it, but
-        // nothing below panics (PyO3 turns Python errors into values).
+        // From here the ticket is recorded exactly once (nothing below panics: PyO3 turns
+        // Python errors into values).
         match func.call(args, kwargs) {
             Ok(value) => {
                 if let Some(r) = REFS.get(py) {
                     if value.get_type_ptr().cast::<pyo3::ffi::PyObject>() == r.coroutine_type.as_ptr() {
-                        // The call has only started: the outcome comes when it is awaited.
-                        let permit = Permit { breaker: slf.clone().unbind(), ticket: Mutex::new(Some(permit)) };
-                        return Ok(r.record_when_done.bind(py).call1((permit, value, args, kwargs))?.unbind());
+                        return Self::started_coroutine(slf, ticket, value, args, kwargs);
                     }
                 }
-                let outcome = match this.policy.failure_predicate {
-                    None => Outcome::Success,
-                    Some(_) => this.outcome_of_value(py, &value),
-                };
-                this.finish(permit, outcome, None);
-                match (&this.policy.fallback, outcome) {
-                    (Some(fallback), Outcome::Failure) if this.policy.fallback_on_failure => {
-                        this.call_fallback(py, fallback, py.None().bind(py), args, kwargs)
-                    }
-                    _ => Ok(value.unbind()),
+                if this.policy.failure_predicate.is_none() {
+                    this.inner.record(ticket, Outcome::Success);
+                    return Ok(value.unbind());
                 }
+                this.returned_with_policy(py, ticket, value, args, kwargs)
             }
-            Err(err) => {
-                // Exception subclasses are the dependency failing (unless the policy says
-                // otherwise); other BaseExceptions (KeyboardInterrupt, SystemExit,
-                // GeneratorExit, CancelledError) say nothing about it: they release the slot
-                // and count as neither.
-                let error = err.value(py);
-                let outcome = this.outcome_of_error(py, error);
-                this.finish(permit, outcome, Some(error));
-                match (&this.policy.fallback, outcome) {
-                    (Some(fallback), Outcome::Failure) if this.policy.fallback_on_failure => {
-                        this.call_fallback(py, fallback, error, args, kwargs)
-                    }
-                    _ => Err(err),
-                }
-            }
+            Err(err) => this.raised(py, ticket, err, args, kwargs),
         }
     }
 

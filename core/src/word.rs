@@ -238,16 +238,19 @@ impl Snapshot {
     /// assert_eq!(open.state_at(1_100, &limits), State::HalfOpen);
     /// ```
     pub fn state_at(self, now: u64, limits: &Limits) -> State {
-        match self.opened_at() {
-            Some(at) if now.saturating_sub(at) >= limits.recovery_ticks => State::HalfOpen,
+        match self.ticks_until_half_open(now, limits) {
+            Some(0) => State::HalfOpen,
             _ => self.stored_state(),
         }
     }
 
     /// OPEN: ticks left until it turns HALF_OPEN (0 once elapsed). `None` in other states.
+    #[inline(always)]
     pub fn ticks_until_half_open(self, now: u64, limits: &Limits) -> Option<u64> {
-        self.opened_at()
-            .map(|at| limits.recovery_ticks.saturating_sub(now.saturating_sub(at)))
+        if self.tag() != TAG_OPEN {
+            return None;
+        }
+        Some(limits.recovery_ticks.saturating_sub(now.saturating_sub(self.payload())))
     }
 
     // ----- constructors, each the one place its state's word is assembled -----
@@ -356,11 +359,10 @@ impl Snapshot {
     /// write. `None` in every other case (including an elapsed OPEN).
     #[inline(always)]
     pub fn open_wait(self, now: u64, limits: &Limits) -> Option<u64> {
-        if self.tag() != TAG_OPEN {
-            return None;
+        match self.ticks_until_half_open(now, limits) {
+            Some(left) if left > 0 => Some(left),
+            _ => None,
         }
-        let left = limits.recovery_ticks.saturating_sub(now.saturating_sub(self.payload()));
-        (left > 0).then_some(left)
     }
 
     /// Whether reporting `outcome` would leave the word as it is without looking further: a

@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional, 
 
 from . import _core
 from ._core import Permit
-from ._support import call_fallback, maybe_await
+from ._support import call_fallback, maybe_await, record_when_done
 from ._types import CircuitBreakerOpenError
 
 __all__ = ["CircuitBreaker", "circuit_breaker"]
@@ -83,16 +83,13 @@ class CircuitBreaker(_core.CircuitBreaker):
             if self.fallback is None:
                 raise
             return cast(T, await maybe_await(call_fallback(self.fallback, error, args, kwargs)))
-        on_failure = self.fallback if self.fallback_on_failure else None
-        try:
-            result = await func(*args, **kwargs)
-        except BaseException as error:
-            if permit.record_exception(error) and on_failure is not None:
-                return cast(T, await maybe_await(call_fallback(on_failure, error, args, kwargs)))
-            raise
-        if permit.record_result(result) and on_failure is not None:
-            return cast(T, await maybe_await(call_fallback(on_failure, None, args, kwargs)))
-        return result
+
+        async def run() -> T:
+            # Calling func inside the awaited coroutine: an error raised by the call itself is
+            # recorded like one raised while awaiting.
+            return await func(*args, **kwargs)
+
+        return cast(T, await record_when_done(permit, run(), args, kwargs))
 
     # --- decorator ----------------------------------------------------------------------
 

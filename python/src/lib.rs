@@ -91,6 +91,22 @@ fn state_member(r: &Refs, state: State) -> &Py<PyAny> {
     }
 }
 
+/// Logs `message % args` at ERROR on the `circuit_breaker` logger with `err`'s traceback.
+fn log_error_with_traceback<'py>(
+    logger: &Bound<'py, PyAny>,
+    args: impl pyo3::call::PyCallArgs<'py>,
+    err: &PyErr,
+) {
+    let py = logger.py();
+    let kwargs = PyDict::new(py);
+    let logged = kwargs
+        .set_item("exc_info", err.value(py))
+        .and_then(|()| logger.call_method("error", args, Some(&kwargs)));
+    if let Err(e) = logged {
+        e.write_unraisable(py, None);
+    }
+}
+
 /// Logs a transition on the `circuit_breaker` logger, in the documented words, then calls the
 /// breaker's listeners with `(breaker, old, new, reason)`. Runs on the thread that made the
 /// transition; nothing raised here reaches the caller's call: a logging error is reported as
@@ -125,13 +141,8 @@ fn on_transition(name: &str, listeners: &Listeners, transition: &Transition) {
         let reason = transition.reason.to_string();
         for listener in listeners.snapshot(py) {
             if let Err(err) = listener.bind(py).call1((&breaker, old, new, &reason)) {
-                let kwargs = PyDict::new(py);
-                let _ = kwargs.set_item("exc_info", err.value(py));
-                let _ = logger.call_method(
-                    "error",
-                    ("CircuitBreaker '%s': transition listener %r raised", name, listener.bind(py)),
-                    Some(&kwargs),
-                );
+                let message = "CircuitBreaker '%s': transition listener %r raised";
+                log_error_with_traceback(logger, (message, name, listener.bind(py)), &err);
             }
         }
     });
@@ -252,12 +263,16 @@ impl Policy {
     }
 }
 
+/// Whether `value` is a subclass of `BaseException`.
+fn is_exception_type(value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    match value.cast::<pyo3::types::PyType>() {
+        Ok(t) => t.is_subclass(&value.py().get_type::<pyo3::exceptions::PyBaseException>()),
+        Err(_) => Ok(false),
+    }
+}
+
 fn exception_types<'py>(name: &str, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
     let py = value.py();
-    let is_exception_type = |v: &Bound<'py, PyAny>| -> PyResult<bool> {
-        Ok(v.is_instance_of::<pyo3::types::PyType>()
-            && v.cast::<pyo3::types::PyType>()?.is_subclass(&py.get_type::<pyo3::exceptions::PyBaseException>())?)
-    };
     let items: Vec<Bound<'py, PyAny>> = if is_exception_type(value)? {
         vec![value.clone()]
     } else if value.is_instance_of::<PyTuple>() || value.is_instance_of::<pyo3::types::PyList>() {
@@ -311,7 +326,7 @@ impl Policy {
             })?;
             for item in iter {
                 let item = item?;
-                if exception_types("exclude", &item).is_ok() && item.is_instance_of::<pyo3::types::PyType>() {
+                if is_exception_type(&item)? {
                     types.push(item);
                 } else if item.is_callable() {
                     predicates.push(item.unbind());
@@ -530,13 +545,8 @@ impl CircuitBreaker {
     /// traceback and count the call as a failure; the caller's own result is never lost.
     fn log_classifier_error(&self, py: Python<'_>, what: &str, classifier: &Bound<'_, PyAny>, err: PyErr) {
         let Ok(r) = refs(py) else { return };
-        let kwargs = PyDict::new(py);
-        let _ = kwargs.set_item("exc_info", err.value(py));
-        let _ = r.logger.bind(py).call_method(
-            "error",
-            ("CircuitBreaker '%s': %s %r raised; counting the call as a failure", self.name.bind(py), what, classifier),
-            Some(&kwargs),
-        );
+        let message = "CircuitBreaker '%s': %s %r raised; counting the call as a failure";
+        log_error_with_traceback(r.logger.bind(py), (message, self.name.bind(py), what, classifier), &err);
     }
 
     /// Records `outcome` for a finished call and remembers a failure that opened the breaker.

@@ -133,6 +133,11 @@ class CircuitBreaker(_core.CircuitBreaker):
         return cast(F, wrapper)
 
 
+# `call` (the Rust vectorcall method) bound to this class itself: CPython specializes
+# `breaker.call(...)` call sites only for instances of exactly the descriptor's class.
+_core._bind_call(CircuitBreaker)
+
+
 def circuit_breaker(name: Optional[str] = None, **config: Any) -> Callable[[F], F]:
     """Creates a breaker and decorates a function with it in one step::
 

@@ -89,3 +89,7 @@ class CircuitBreaker:
     def fallback_on_failure(self) -> bool: ...
     @property
     def last_failure(self) -> Optional[BaseException]: ...
+
+def _bind_call(cls: Type[CircuitBreaker], /) -> None:
+    """Gives ``cls`` (a subclass) a ``call`` descriptor of its own; CPython specializes a
+    ``breaker.call(...)`` call site only for instances of exactly the descriptor's class."""

@@ -26,7 +26,13 @@ def call_fallback(
     try:
         raise error
     except BaseException:
-        return fallback(*args, **kwargs)
+        try:
+            return fallback(*args, **kwargs)
+        finally:
+            # `raise` put this frame on the error's traceback; without this `del` the frame
+            # would hold the error and the error the frame: a cycle per fallback call, left
+            # for the garbage collector.
+            del error
 
 
 async def record_when_done(

@@ -1,9 +1,10 @@
 //! `circuit_breaker._core`: the `CircuitBreaker` class, with the whole admit → call → record
 //! path in Rust on top of `cb_core`.
 //!
-//! Only what must be Python lives in Python (`circuit_breaker/_types.py`): the
-//! `CircuitBreakerState` enum and the exception classes (abi3 cannot subclass `Exception` from
-//! Rust before 3.12). This module looks them up once and keeps them.
+//! `call` is a vectorcall method of our own (see [`vectorcall`]); the rest are ordinary PyO3
+//! methods. The `CircuitBreakerState` enum and the exception classes are Python
+//! (`circuit_breaker/_types.py`: a real `Enum`, exceptions with a Python `__init__` that users
+//! can subclass and pickle); this module looks them up once and keeps them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,9 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
+mod vectorcall;
+use vectorcall::CallArgs;
+
 /// Python objects looked up once: the enum members, the open error, `BaseException.__new__`
 /// (to build the error without running a Python `__init__`) and the logger.
 struct Refs {
@@ -27,7 +31,6 @@ struct Refs {
     open_error: Py<PyAny>,
     exception_new: Py<PyAny>,
     logger: Py<PyAny>,
-    coroutine_type: Py<PyAny>,
     /// `circuit_breaker._support.record_when_done(permit, coroutine, args, kwargs)`.
     record_when_done: Py<PyAny>,
     /// `circuit_breaker._support.call_fallback(fallback, error, args, kwargs)`.
@@ -47,7 +50,6 @@ fn refs(py: Python<'_>) -> PyResult<&'static Refs> {
             open_error: types.getattr("CircuitBreakerOpenError")?.unbind(),
             exception_new: py.get_type::<PyException>().getattr("__new__")?.unbind(),
             logger: py.import("logging")?.call_method1("getLogger", ("circuit_breaker",))?.unbind(),
-            coroutine_type: py.import("types")?.getattr("CoroutineType")?.unbind(),
             record_when_done: py.import("circuit_breaker._support")?.getattr("record_when_done")?.unbind(),
             call_fallback: py.import("circuit_breaker._support")?.getattr("call_fallback")?.unbind(),
         })
@@ -375,6 +377,40 @@ struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
+    /// `call(func, /, *args, **kwargs)`: runs `func` through the breaker and returns its value.
+    /// If `func` returns a coroutine (an `async def` function), returns an awaitable that
+    /// records the outcome when the coroutine finishes. Python reaches it through
+    /// [`vectorcall`], which hands over the arguments unpacked.
+    #[inline(always)]
+    fn call<'py>(slf: &Bound<'py, Self>, func: &Bound<'py, PyAny>, rest: &CallArgs<'_, 'py>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if !func.is_callable() {
+            return Err(not_callable(func));
+        }
+        let ticket = match this.inner.admit() {
+            Ok(permit) => permit.into_ticket(),
+            Err(rejected) => return Self::rejected_call(slf, rejected, rest),
+        };
+        // From here the ticket is recorded exactly once (nothing below panics: PyO3 turns
+        // Python errors into values).
+        match rest.call(func) {
+            Ok(value) => {
+                // An exact type compare (coroutine objects cannot be subclassed); pyo3-ffi's
+                // `PyCoro_CheckExact` calls `PyType_IsSubtype`, which cost 19 instructions.
+                if value.get_type_ptr() == &raw mut pyo3::ffi::PyCoro_Type {
+                    return Self::started_coroutine(slf, ticket, value, rest);
+                }
+                if this.policy.failure_predicate.is_none() {
+                    this.inner.record(ticket, Outcome::Success);
+                    return Ok(value.unbind());
+                }
+                this.returned_with_policy(py, ticket, value, rest)
+            }
+            Err(err) => this.raised(py, ticket, err, rest),
+        }
+    }
+
     fn rejection(slf: &Bound<'_, Self>, rejected: cb_core::Rejected) -> PyErr {
         let py = slf.py();
         let this = slf.get();
@@ -409,14 +445,13 @@ impl CircuitBreaker {
     fn rejected_call(
         slf: &Bound<'_, Self>,
         rejected: cb_core::Rejected,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
+        rest: &CallArgs<'_, '_>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();
         let error = Self::rejection(slf, rejected);
         match &this.policy.fallback {
-            Some(fallback) => this.call_fallback(py, fallback, error.value(py), args, kwargs),
+            Some(fallback) => this.call_fallback(py, fallback, error.value(py), rest),
             None => Err(error),
         }
     }
@@ -429,10 +464,10 @@ impl CircuitBreaker {
         slf: &Bound<'_, Self>,
         ticket: Ticket,
         coroutine: Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
+        rest: &CallArgs<'_, '_>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
+        let (args, kwargs) = rest.packed()?;
         let permit = Permit { breaker: slf.clone().unbind(), ticket: Mutex::new(Some(ticket)) };
         Ok(refs(py)?.record_when_done.bind(py).call1((permit, coroutine, args, kwargs))?.unbind())
     }
@@ -444,14 +479,13 @@ impl CircuitBreaker {
         py: Python<'_>,
         ticket: Ticket,
         value: Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
+        rest: &CallArgs<'_, '_>,
     ) -> PyResult<Py<PyAny>> {
         let outcome = self.outcome_of_value(py, &value);
         self.finish(ticket, outcome, None);
         match (&self.policy.fallback, outcome) {
             (Some(fallback), Outcome::Failure) if self.policy.fallback_on_failure => {
-                self.call_fallback(py, fallback, py.None().bind(py), args, kwargs)
+                self.call_fallback(py, fallback, py.None().bind(py), rest)
             }
             _ => Ok(value.unbind()),
         }
@@ -467,15 +501,14 @@ impl CircuitBreaker {
         py: Python<'_>,
         ticket: Ticket,
         err: PyErr,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
+        rest: &CallArgs<'_, '_>,
     ) -> PyResult<Py<PyAny>> {
         let error = err.value(py);
         let outcome = self.outcome_of_error(py, error);
         self.finish(ticket, outcome, Some(error));
         match (&self.policy.fallback, outcome) {
             (Some(fallback), Outcome::Failure) if self.policy.fallback_on_failure => {
-                self.call_fallback(py, fallback, error, args, kwargs)
+                self.call_fallback(py, fallback, error, rest)
             }
             _ => Err(err),
         }
@@ -488,10 +521,10 @@ impl CircuitBreaker {
         py: Python<'_>,
         fallback: &Py<PyAny>,
         error: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
+        rest: &CallArgs<'_, '_>,
     ) -> PyResult<Py<PyAny>> {
         let r = refs(py)?;
+        let (args, kwargs) = rest.packed()?;
         let kwargs = match kwargs {
             Some(k) => k.clone(),
             None => PyDict::new(py),
@@ -749,44 +782,6 @@ impl CircuitBreaker {
         })
     }
 
-    /// Runs `func(*args, **kwargs)` through the breaker and returns its value. If `func`
-    /// returns a coroutine (an `async def` function), returns an awaitable that records the
-    /// outcome when the coroutine finishes.
-    #[pyo3(signature = (func, /, *args, **kwargs))]
-    fn call(
-        slf: &Bound<'_, Self>,
-        func: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
-        if !func.is_callable() {
-            return Err(not_callable(func));
-        }
-        let ticket = match this.inner.admit() {
-            Ok(permit) => permit.into_ticket(),
-            Err(rejected) => return Self::rejected_call(slf, rejected, args, kwargs),
-        };
-        // From here the ticket is recorded exactly once (nothing below panics: PyO3 turns
-        // Python errors into values).
-        match func.call(args, kwargs) {
-            Ok(value) => {
-                if let Some(r) = REFS.get(py) {
-                    if value.get_type_ptr().cast::<pyo3::ffi::PyObject>() == r.coroutine_type.as_ptr() {
-                        return Self::started_coroutine(slf, ticket, value, args, kwargs);
-                    }
-                }
-                if this.policy.failure_predicate.is_none() {
-                    this.inner.record(ticket, Outcome::Success);
-                    return Ok(value.unbind());
-                }
-                this.returned_with_policy(py, ticket, value, args, kwargs)
-            }
-            Err(err) => this.raised(py, ticket, err, args, kwargs),
-        }
-    }
-
     /// Whether the breaker is OPEN now (rejecting calls).
     fn is_open(&self) -> bool {
         state_name(self.state()) == "OPEN"
@@ -992,6 +987,8 @@ impl CircuitBreaker {
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CircuitBreaker>()?;
+    vectorcall::install(&m.py().get_type::<CircuitBreaker>())?;
     m.add_class::<Permit>()?;
+    m.add_function(wrap_pyfunction!(vectorcall::_bind_call, m)?)?;
     Ok(())
 }

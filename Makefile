@@ -34,4 +34,5 @@ bench:
 			target/release/examples/icount $$case 2>&1 | awk '/Collected/ {print $$4}'; \
 	done > target/bench/icount.txt
 	$(PYTHON) benches/python/bench.py > target/bench/python.md
-	@cat target/bench/rust.md target/bench/icount.txt target/bench/python.md
+	$(PYTHON) benches/python/icount.py report > target/bench/python-icount.md
+	@cat target/bench/rust.md target/bench/icount.txt target/bench/python.md target/bench/python-icount.md

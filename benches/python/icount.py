@@ -1,18 +1,13 @@
 """Instructions per Python-level operation, deterministic (unlike wall-clock on a shared VM).
 
-Run under callgrind with a fixed hash seed (CPython's hash randomisation changes dict probing,
-and so the counts, between runs) at two loop lengths; the difference divided by the extra
-iterations is the cost of one iteration, start-up cancelled out:
+    python benches/python/icount.py report     # the table (needs valgrind; ~1 minute)
 
-    export PYTHONHASHSEED=0 PY=$(python3 -c 'import sys; print(sys.executable)')
-    for case in floor call raise reject; do for n in 20000 60000; do
-        printf '%s %s ' $case $n
-        valgrind --tool=callgrind --callgrind-out-file=/dev/null $PY benches/python/icount.py $case $n 2>&1 \\
-            | awk '/Collected/ {print $4}'
-    done; done
-
-CLOSED overhead = (call60000 - call20000 - floor60000 + floor20000) / 40000; rejection over a
-bare raise/except = the same with reject and raise.
+`report` runs this script under callgrind with a fixed hash seed (CPython's hash randomisation
+changes dict probing, and so the counts, between runs) at two loop lengths per case; the
+difference divided by the extra iterations is the cost of one iteration, start-up cancelled
+out. Overheads subtract the matching floor the same way: a CLOSED call (`breaker.call(f)`, and
+`f` decorated with `@breaker`) against `f()`, a rejection against a bare `raise`/`except`.
+Run one case by hand with `python benches/python/icount.py CASE N`.
 """
 
 from __future__ import annotations
@@ -22,6 +17,36 @@ import sys
 
 import circuit_breaker
 
+CASES = {"call": "floor", "decorated": "floor", "reject": "raise"}
+
+
+def report() -> None:
+    import os
+    import subprocess
+
+    env = dict(os.environ, PYTHONHASHSEED="0")
+
+    def instructions(case: str, n: int) -> int:
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__, case, str(n)],
+            env=env, capture_output=True, text=True, check=True,
+        ).stderr
+        return int(next(line for line in out.splitlines() if "Collected" in line).split()[-1])
+
+    def per_iteration(case: str) -> float:
+        return (instructions(case, 60_000) - instructions(case, 20_000)) / 40_000
+
+    floors = {floor: per_iteration(floor) for floor in set(CASES.values())}
+    print(f"Python {sys.version.split()[0]}, callgrind, instructions per operation\n")
+    print("| case | instructions | over | overhead |\n|---|---:|---|---:|")
+    for case, floor in CASES.items():
+        total = per_iteration(case)
+        print(f"| {case} | {total:.0f} | {floor} ({floors[floor]:.0f}) | {total - floors[floor]:.0f} |")
+
+
+if sys.argv[1:] == ["report"]:
+    report()
+    raise SystemExit
 CASE, N = sys.argv[1], int(sys.argv[2])
 
 
@@ -37,30 +62,49 @@ def raise_floor() -> None:
     raise Floor
 
 
-logging.getLogger("circuit_breaker").disabled = True
-if CASE == "floor":
-    for _ in range(N):
+def floor(n: int) -> None:
+    for _ in range(n):
         f()
-elif CASE == "call":
+
+
+def call(n: int) -> None:
     breaker = circuit_breaker.CircuitBreaker("icount")
-    for _ in range(N):
+    for _ in range(n):
         breaker.call(f)
-elif CASE == "raise":
-    for _ in range(N):
+
+
+def decorated(n: int) -> None:
+    g = circuit_breaker.CircuitBreaker("icount")(f)
+    for _ in range(n):
+        g()
+
+
+def raise_(n: int) -> None:
+    for _ in range(n):
         try:
             raise_floor()
         except Floor:
             pass
-elif CASE == "reject":
+
+
+def reject(n: int) -> None:
     breaker = circuit_breaker.CircuitBreaker("icount", failure_threshold=1, recovery_timeout_seconds=3600)
     try:
         breaker.call(lambda: 1 / 0)
     except ZeroDivisionError:
         pass
-    for _ in range(N):
+    open_error = circuit_breaker.CircuitBreakerOpenError
+    for _ in range(n):
         try:
             breaker.call(f)
-        except circuit_breaker.CircuitBreakerOpenError:
+        except open_error:
             pass
-else:
+
+
+# The loops run in functions, so the names they use are fast locals and a case's count is
+# not shifted by dict lookups of module globals.
+RUNS = {"floor": floor, "call": call, "decorated": decorated, "raise": raise_, "reject": reject}
+logging.getLogger("circuit_breaker").disabled = True
+if CASE not in RUNS:
     raise SystemExit(f"unknown case {CASE!r}")
+RUNS[CASE](N)

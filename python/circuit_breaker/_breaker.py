@@ -123,12 +123,9 @@ class CircuitBreaker(_core.CircuitBreaker):
 
             wrapper = gen_wrapper
         else:
-
-            @functools.wraps(func)
-            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return breaker.call(func, *args, **kwargs)
-
-            wrapper = sync_wrapper
+            # Rust: called straight into the same path as `call`, with no Python frame in
+            # between; `circuit_breaker` is a read-only attribute of it.
+            return cast(F, functools.update_wrapper(_core.ProtectedFunction(breaker, func), func))
         wrapper.circuit_breaker = breaker
         return cast(F, wrapper)
 

@@ -90,6 +90,18 @@ class CircuitBreaker:
     @property
     def last_failure(self) -> Optional[BaseException]: ...
 
+class ProtectedFunction:
+    """What ``@breaker`` makes of a plain function: calling it is
+    ``breaker.call(func, *args, **kwargs)``, straight into Rust. Carries the function's
+    ``functools.wraps`` metadata and binds to instances like a function."""
+
+    def __init__(self, breaker: CircuitBreaker, func: Callable[..., Any], /) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, instance: object, owner: Optional[type] = None) -> Any: ...
+    @property
+    def circuit_breaker(self) -> CircuitBreaker: ...
+    __wrapped__: Callable[..., Any]
+
 def _bind_call(cls: Type[CircuitBreaker], /) -> None:
     """Gives ``cls`` (a subclass) a ``call`` descriptor of its own; CPython specializes a
     ``breaker.call(...)`` call site only for instances of exactly the descriptor's class."""

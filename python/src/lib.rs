@@ -19,6 +19,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
+mod protected;
 mod vectorcall;
 use vectorcall::CallArgs;
 
@@ -989,6 +990,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CircuitBreaker>()?;
     vectorcall::install(&m.py().get_type::<CircuitBreaker>())?;
     m.add_class::<Permit>()?;
+    m.add_class::<protected::ProtectedFunction>()?;
     m.add_function(wrap_pyfunction!(vectorcall::_bind_call, m)?)?;
     Ok(())
 }

@@ -18,50 +18,55 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::CircuitBreaker;
 
-/// The arguments after `func` of one `call`, borrowed from the vectorcall array: the
-/// positional ones, then the values of the keywords named in `kwnames`.
-pub(crate) struct CallArgs<'a, 'py> {
-    py: Python<'py>,
-    /// Positional arguments, then keyword values.
-    values: &'a [*mut ffi::PyObject],
-    positional: usize,
-    /// The keyword names, or null.
-    kwnames: *mut ffi::PyObject,
+/// The arguments after `func` of one call through a breaker, as they arrived.
+pub(crate) enum CallArgs<'a, 'py> {
+    /// Borrowed from the vectorcall array of `CircuitBreaker.call`: the positional arguments,
+    /// then the values of the keywords named in `kwnames`.
+    Vector {
+        py: Python<'py>,
+        values: &'a [*mut ffi::PyObject],
+        positional: usize,
+        /// The keyword names, or null.
+        kwnames: *mut ffi::PyObject,
+    },
+    /// Packed by CPython for a `tp_call` (a decorated function, [`crate::ProtectedFunction`]).
+    Packed { args: &'a Bound<'py, PyTuple>, kwargs: Option<&'a Bound<'py, PyDict>> },
 }
 
 impl<'py> CallArgs<'_, 'py> {
-    /// `func(*args, **kwargs)` without packing: the array goes on as it came.
+    /// `func(*args, **kwargs)`, without packing anything that is not packed yet.
     #[inline(always)]
     pub(crate) fn call(&self, func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        // SAFETY: `values` holds `positional` arguments followed by one value per name in
-        // `kwnames` (a tuple or null), all borrowed for the duration of this call, which is
-        // the layout PyObject_Vectorcall takes. Its result is a new reference or null with an
-        // exception set.
-        unsafe {
-            let result = ffi::PyObject_Vectorcall(
-                func.as_ptr(),
-                self.values.as_ptr(),
-                self.positional,
-                self.kwnames,
-            );
-            Bound::from_owned_ptr_or_err(self.py, result)
+        match *self {
+            // SAFETY: `values` holds `positional` arguments followed by one value per name in
+            // `kwnames` (a tuple or null), all borrowed for the duration of this call, which
+            // is the layout PyObject_Vectorcall takes. Its result is a new reference or null
+            // with an exception set.
+            CallArgs::Vector { py, values, positional, kwnames } => unsafe {
+                let result = ffi::PyObject_Vectorcall(func.as_ptr(), values.as_ptr(), positional, kwnames);
+                Bound::from_owned_ptr_or_err(py, result)
+            },
+            CallArgs::Packed { args, kwargs } => func.call(args, kwargs),
         }
     }
 
     /// The arguments as `(args, kwargs)`, for the cold paths that hand them to Python code
     /// (fallbacks, the awaitable wrapping a coroutine).
     pub(crate) fn packed(&self) -> PyResult<(Bound<'py, PyTuple>, Option<Bound<'py, PyDict>>)> {
-        let py = self.py;
+        let (py, values, positional, kwnames) = match *self {
+            CallArgs::Vector { py, values, positional, kwnames } => (py, values, positional, kwnames),
+            CallArgs::Packed { args, kwargs } => return Ok((args.clone(), kwargs.cloned())),
+        };
         // SAFETY: every pointer in `values` is a valid borrowed reference during the call.
         let borrowed = |p: *mut ffi::PyObject| unsafe { Borrowed::from_ptr(py, p) };
-        let args = PyTuple::new(py, self.values[..self.positional].iter().map(|&p| borrowed(p)))?;
-        if self.kwnames.is_null() {
+        let args = PyTuple::new(py, values[..positional].iter().map(|&p| borrowed(p)))?;
+        if kwnames.is_null() {
             return Ok((args, None));
         }
         // SAFETY: a non-null kwnames is a tuple of str, borrowed during the call.
-        let names = unsafe { Borrowed::from_ptr(py, self.kwnames).cast_unchecked::<PyTuple>() };
+        let names = unsafe { Borrowed::from_ptr(py, kwnames).cast_unchecked::<PyTuple>() };
         let kwargs = PyDict::new(py);
-        for (name, &value) in names.iter().zip(&self.values[self.positional..]) {
+        for (name, &value) in names.iter().zip(&values[positional..]) {
             kwargs.set_item(name, borrowed(value))?;
         }
         Ok((args, Some(kwargs)))
@@ -95,7 +100,7 @@ unsafe fn call_entry(
     };
     // SAFETY: a borrowed reference from the array.
     let func = unsafe { Borrowed::from_ptr(py, all[0]) };
-    let rest = CallArgs { py, values: &all[1..], positional: nargs - 1, kwnames };
+    let rest = CallArgs::Vector { py, values: &all[1..], positional: nargs - 1, kwnames };
     CircuitBreaker::call(&slf, &func, &rest).map(Py::into_ptr)
 }
 

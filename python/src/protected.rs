@@ -53,9 +53,8 @@ impl ProtectedFunction {
     fn __get__(
         slf: &Bound<'_, Self>,
         instance: Option<&Bound<'_, PyAny>>,
-        owner: Option<&Bound<'_, PyAny>>,
+        _owner: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let _ = owner;
         match instance {
             None => Ok(slf.clone().into_any().unbind()),
             // SAFETY: both are live objects; the result is a new reference or null with an

@@ -32,6 +32,7 @@ pub(crate) struct ProtectedFunction {
 #[pymethods]
 impl ProtectedFunction {
     #[new]
+    #[pyo3(signature = (breaker, func, /))]
     fn new(breaker: Bound<'_, CircuitBreaker>, func: Bound<'_, PyAny>) -> PyResult<Self> {
         if !func.is_callable() {
             return Err(not_callable(&func));

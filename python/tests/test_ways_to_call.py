@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Iterator, List
 
 import pytest
 
-from circuit_breaker import CircuitBreaker, CircuitBreakerOpenError, circuit_breaker
+from circuit_breaker import CircuitBreaker, CircuitBreakerOpenError, _core, circuit_breaker
 
 
 class Down(Exception):
@@ -262,6 +262,8 @@ def test_a_decorated_function_behaves_like_the_function() -> None:
     assert module_level.note == "functions take attributes"  # type: ignore[attr-defined]
     with pytest.raises(TypeError, match="callable"):
         CircuitBreaker("x")(42)  # type: ignore[type-var]
+    with pytest.raises(TypeError):  # positional-only, as the stub says
+        _core.ProtectedFunction(breaker=CircuitBreaker("x"), func=len)  # type: ignore[call-arg]
 
 
 def test_decorated_methods_bind_like_functions() -> None:

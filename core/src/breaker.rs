@@ -1,23 +1,23 @@
-//! The breaker: a word in an `AtomicU64`, the transitions of [`crate::word`] applied by one CAS
+//! The breaker: a word in a [`Store`], the transitions of [`crate::word`] applied by one CAS
 //! loop, and the hooks (metrics, listener) that observe them.
 
 use core::cell::Cell;
 use core::fmt;
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use crossbeam_utils::CachePadded;
-
-use crate::loom::{AtomicU64, Ordering};
-use crate::word::{Admission, Command, Limits, Outcome, Snapshot, Ticket};
-use crate::{Clock, Config, ConfigError, Counters, DefaultClock, Metrics, State, Transition};
+use crate::word::{Admission, Command, Limits, Outcome, Quick, Snapshot, Step, Ticket};
+use crate::{Clock, Config, ConfigError, Counters, DefaultClock, LocalWord, Metrics, State, Store, Transition};
 
 type Listener = Box<dyn Fn(&Transition) + Send + Sync>;
 
-/// A circuit breaker whose whole state is one `AtomicU64`.
+/// A circuit breaker whose whole state is one 64-bit word.
 ///
-/// `C` is where time comes from ([`DefaultClock`] unless told otherwise) and `M` what is counted
-/// ([`Counters`], or [`crate::NoMetrics`] for nothing). Share it by reference or `Arc`: every
-/// method takes `&self` and none blocks.
+/// `C` is where time comes from ([`DefaultClock`] unless told otherwise), `M` what is counted
+/// ([`Counters`], or [`crate::NoMetrics`] for nothing) and `S` where the word lives
+/// ([`LocalWord`] in this process unless told otherwise; see [`Store`]). Share it by reference
+/// or `Arc`: every method takes `&self` and none blocks.
 ///
 /// ```
 /// use cb_core::{CircuitBreaker, CallError, Config, State};
@@ -36,21 +36,29 @@ type Listener = Box<dyn Fn(&Transition) + Send + Sync>;
 ///     _ => panic!("expected a rejection"),
 /// }
 /// ```
-pub struct CircuitBreaker<C: Clock = DefaultClock, M: Metrics = Counters> {
-    word: CachePadded<AtomicU64>,
+pub struct CircuitBreaker<C: Clock = DefaultClock, M: Metrics = Counters, S: Store = LocalWord> {
+    store: S,
     limits: Limits,
     config: Config,
     clock: C,
     metrics: M,
     listener: Option<Listener>,
-    name: Option<Box<str>>,
+    name: Option<&'static str>,
 }
 
 /// Why a call was not run.
+///
+/// ```
+/// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap().named("quotes");
+/// breaker.force_open();
+/// let rejected = breaker.admit().unwrap_err();
+/// assert_eq!(rejected.to_string(), "circuit breaker 'quotes' is FORCED_OPEN until reset");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rejected {
     state: State,
     retry_after: Option<Duration>,
+    name: Option<&'static str>,
 }
 
 impl Rejected {
@@ -64,13 +72,25 @@ impl Rejected {
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
+
+    /// The name of the breaker that rejected the call (see [`CircuitBreaker::named`]).
+    pub fn breaker_name(&self) -> Option<&'static str> {
+        self.name
+    }
 }
 
 impl fmt::Display for Rejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.retry_after {
-            Some(d) => write!(f, "circuit breaker is {}; retry in {:.3} s", self.state, d.as_secs_f64()),
-            None => write!(f, "circuit breaker is {} until reset", self.state),
+        f.write_str("circuit breaker ")?;
+        if let Some(name) = self.name {
+            write!(f, "'{name}' ")?;
+        }
+        match (self.state, self.retry_after) {
+            (_, None) => write!(f, "is {} until reset", self.state),
+            (State::HalfOpen, Some(d)) => {
+                write!(f, "is HALF_OPEN and every probe slot is taken; next probe in {:.3} s", d.as_secs_f64())
+            }
+            (state, Some(d)) => write!(f, "is {state}; next probe in {:.3} s", d.as_secs_f64()),
         }
     }
 }
@@ -115,6 +135,11 @@ impl<'c, C: Clock> LazyNow<'c, C> {
         LazyNow { clock, value: Cell::new(None) }
     }
 
+    /// Already read: asking again costs nothing.
+    fn known(clock: &'c C, now: u64) -> Self {
+        LazyNow { clock, value: Cell::new(Some(now)) }
+    }
+
     fn get(&self) -> u64 {
         match self.value.get() {
             Some(t) => t,
@@ -123,6 +148,21 @@ impl<'c, C: Clock> LazyNow<'c, C> {
                 self.value.set(Some(t));
                 t
             }
+        }
+    }
+}
+
+/// Names live as long as the program: a [`Rejected`] carries its breaker's name without a
+/// reference count to touch on the rejection path. Each distinct name is stored once.
+fn intern(name: &str) -> &'static str {
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    match names.get(name) {
+        Some(known) => known,
+        None => {
+            let leaked: &'static str = Box::leak(name.into());
+            names.insert(leaked);
+            leaked
         }
     }
 }
@@ -140,7 +180,8 @@ impl CircuitBreaker {
 }
 
 impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
-    /// A breaker with the given clock and metrics. Fails if `config` is out of range.
+    /// A breaker with the given clock and metrics, its word in this process. Fails if `config`
+    /// is out of range.
     ///
     /// ```
     /// use cb_core::{CircuitBreaker, Config, ManualClock, NoMetrics};
@@ -148,15 +189,23 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
     /// assert_eq!(err.unwrap_err().field(), "half_open_max_calls");
     /// ```
     pub fn with_parts(config: Config, clock: C, metrics: M) -> Result<Self, ConfigError> {
-        Ok(CircuitBreaker {
-            word: CachePadded::new(AtomicU64::new(Snapshot::default().bits())),
-            limits: config.limits()?,
-            config,
-            clock,
-            metrics,
-            listener: None,
-            name: None,
-        })
+        CircuitBreaker::with_store(config, clock, metrics, LocalWord::default())
+    }
+}
+
+impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
+    /// A breaker whose word lives in `store`. The word is used as it is: attaching to a store
+    /// that already holds a breaker's state never resets it.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, DefaultClock, Counters, LocalWord, Snapshot, State};
+    /// let store = LocalWord::new(Snapshot::forced_open(0));
+    /// let breaker = CircuitBreaker::with_store(Config::default(), DefaultClock::default(), Counters::default(), store)?;
+    /// assert_eq!(breaker.state(), State::ForcedOpen);
+    /// # Ok::<(), cb_core::ConfigError>(())
+    /// ```
+    pub fn with_store(config: Config, clock: C, metrics: M, store: S) -> Result<Self, ConfigError> {
+        Ok(CircuitBreaker { store, limits: config.limits()?, config, clock, metrics, listener: None, name: None })
     }
 
     /// Calls `listener` exactly once for every transition, after it took effect, on the thread
@@ -177,47 +226,44 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
         self
     }
 
-    /// Names the breaker (for `tracing` events and `Debug`).
+    /// Names the breaker (for rejections, `tracing` events and `Debug`). Each distinct name is
+    /// kept for the life of the program, so a [`Rejected`] can carry it at no cost.
     ///
     /// ```
     /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap().named("quotes");
     /// assert_eq!(breaker.name(), Some("quotes"));
     /// ```
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into().into_boxed_str());
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Some(intern(name));
         self
     }
 
     /// The name given by [`CircuitBreaker::named`], if any.
-    pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+    ///
+    /// ```
+    /// assert_eq!(cb_core::CircuitBreaker::new(Default::default()).unwrap().name(), None);
+    /// ```
+    pub fn name(&self) -> Option<&'static str> {
+        self.name
     }
 
-    /// The one CAS loop: applies `f` to the current word until its answer is written or it asks
-    /// for no write, then announces the transition it made, if any.
+    /// The one CAS loop: applies `f` to the current word until its step is written or asks for
+    /// no write, then announces the transition it made, if any. Returns the step's result and
+    /// that transition.
     #[inline]
-    fn update<R>(
-        &self,
-        now: &LazyNow<'_, C>,
-        mut f: impl FnMut(Snapshot) -> (Option<Snapshot>, R, Option<Transition>),
-    ) -> R {
-        let mut current = Snapshot::from_bits(self.word.load(Ordering::Acquire));
+    fn update<R>(&self, now: &LazyNow<'_, C>, mut f: impl FnMut(Snapshot) -> Step<R>) -> (R, Option<Transition>) {
+        let mut current = self.store.load();
         loop {
-            let (next, result, transition) = f(current);
-            let Some(next) = next else { return result };
-            match self.word.compare_exchange_weak(
-                current.bits(),
-                next.bits(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    if let Some(transition) = transition {
-                        self.announce(&transition, now.get());
+            let step = f(current);
+            let Some(next) = step.next else { return (step.result, None) };
+            match self.store.compare_exchange(current, next) {
+                Ok(()) => {
+                    if let Some(transition) = &step.transition {
+                        self.announce(transition, now.get());
                     }
-                    return result;
+                    return (step.result, step.transition);
                 }
-                Err(actual) => current = Snapshot::from_bits(actual),
+                Err(actual) => current = actual,
             }
         }
     }
@@ -226,7 +272,7 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
     fn announce(&self, transition: &Transition, now: u64) {
         #[cfg(feature = "tracing")]
         {
-            let name = self.name.as_deref().unwrap_or("");
+            let name = self.name.unwrap_or("");
             let (from, to, reason) = (transition.from.as_str(), transition.to.as_str(), &transition.reason);
             if transition.to == State::Open {
                 tracing::warn!(target: "cb_core", name, from, to, %reason, "circuit breaker transition");
@@ -250,7 +296,7 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
     /// permit.success();
     /// ```
     #[inline]
-    pub fn admit(&self) -> Result<Permit<'_, C, M>, Rejected> {
+    pub fn admit(&self) -> Result<Permit<'_, C, M, S>, Rejected> {
         self.admit_ticket().map(|ticket| Permit { breaker: self, ticket: Some(ticket) })
     }
 
@@ -267,56 +313,62 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
     #[inline]
     pub fn admit_ticket(&self) -> Result<Ticket, Rejected> {
         // The two hot paths decide on one load and write nothing: CLOSED/DISABLED admit, OPEN
-        // before its timeout rejects after one clock read. Everything else is out of line.
-        let current = self.snapshot();
-        if let Some(ticket) = current.admits_freely() {
-            return Ok(ticket);
+        // before its timeout rejects after one clock read. Everything else is out of line, with
+        // the time already read.
+        match self.store.load().admit_quick(|| self.clock.now(), &self.limits) {
+            Quick::Admitted(ticket) => Ok(ticket),
+            Quick::Rejected { retry_after_ticks } => Err(self.rejected(State::Open, Some(retry_after_ticks))),
+            Quick::Undecided { now } => self.admit_slow(now),
         }
-        if let Some(left) = current.open_wait(self.clock.now(), &self.limits) {
-            self.metrics.on_rejected();
-            return Err(Rejected { state: State::Open, retry_after: Some(Duration::from_millis(left)) });
-        }
-        self.admit_slow()
     }
 
     #[inline(never)]
-    fn admit_slow(&self) -> Result<Ticket, Rejected> {
-        let now = LazyNow::new(&self.clock);
-        match self.update(&now, |s| s.admit(|| now.get(), &self.limits)) {
+    fn admit_slow(&self, now: u64) -> Result<Ticket, Rejected> {
+        let now = LazyNow::known(&self.clock, now);
+        match self.update(&now, |s| s.admit(|| now.get(), &self.limits)).0 {
             Admission::Admitted(ticket) => Ok(ticket),
-            Admission::Rejected { state, retry_after_ticks } => {
-                self.metrics.on_rejected();
-                Err(Rejected { state, retry_after: retry_after_ticks.map(Duration::from_millis) })
-            }
+            Admission::Rejected { state, retry_after_ticks } => Err(self.rejected(state, retry_after_ticks)),
         }
     }
 
-    /// Reports the outcome of a call admitted with `ticket`. An outcome from an earlier
-    /// generation is counted in the metrics but does not change the state.
+    #[inline(always)]
+    fn rejected(&self, state: State, retry_after_ticks: Option<u64>) -> Rejected {
+        self.metrics.on_rejected();
+        Rejected { state, retry_after: retry_after_ticks.map(Duration::from_millis), name: self.name }
+    }
+
+    /// Reports the outcome of a call admitted with `ticket`, and returns the transition this
+    /// outcome made, if any (`None` also when it is stale: admitted in an earlier generation,
+    /// it is counted in the metrics but does not change the state).
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, Outcome, State};
+    /// let breaker = CircuitBreaker::new(Config::default().failure_threshold(1)).unwrap();
+    /// let (early, late) = (breaker.admit_ticket().unwrap(), breaker.admit_ticket().unwrap());
+    /// assert_eq!(breaker.record(early, Outcome::Failure).unwrap().to, State::Open);
+    /// assert_eq!(breaker.record(late, Outcome::Failure), None); // stale: it is already open
+    /// ```
     #[inline]
-    pub fn record(&self, ticket: Ticket, outcome: Outcome) {
+    pub fn record(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
         if outcome == Outcome::Success {
             self.metrics.on_success();
             // A success in CLOSED with nothing pending writes nothing and reads no clock.
-            if self.snapshot().ignores_quietly(outcome) {
-                return;
+            if self.store.load().ignores_quietly(outcome) {
+                return None;
             }
         }
-        self.record_slow(ticket, outcome);
+        self.record_slow(ticket, outcome)
     }
 
     #[inline(never)]
-    fn record_slow(&self, ticket: Ticket, outcome: Outcome) {
+    fn record_slow(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
         let now = LazyNow::new(&self.clock);
         match outcome {
-            Outcome::Success => {}
             Outcome::Failure => self.metrics.on_failure(if M::WANTS_TIME { now.get() } else { 0 }),
             Outcome::Ignored => self.metrics.on_ignored(),
+            _ => {}
         }
-        self.update(&now, |s| {
-            let (next, transition) = s.record(ticket, outcome, || now.get(), &self.limits);
-            (next, (), transition)
-        });
+        self.update(&now, |s| s.record(ticket, outcome, || now.get(), &self.limits)).1
     }
 
     /// Runs `f` if admitted; `Ok` counts as success and `Err` as failure. A panic in `f`
@@ -382,16 +434,21 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
         let now = LazyNow::new(&self.clock);
         self.update(&now, |s| {
             if s.stored_state() != State::Open {
-                return (None, s.stored_state(), None);
+                return Step { next: None, result: s.stored_state(), transition: None };
             }
-            let (next, transition) = s.settle(now.get(), &self.limits);
-            (next, s.state_at(now.get(), &self.limits), transition)
+            s.settle(now.get(), &self.limits)
         })
+        .0
     }
 
     /// The raw word, for inspection. Reading it writes nothing.
+    ///
+    /// ```
+    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
+    /// assert_eq!(breaker.snapshot().failures(), 0);
+    /// ```
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot::from_bits(self.word.load(Ordering::Acquire))
+        self.store.load()
     }
 
     /// OPEN: time left until it admits a probe (zero once elapsed). `None` in other states.
@@ -403,10 +460,7 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
 
     fn command(&self, command: Command) {
         let now = LazyNow::new(&self.clock);
-        self.update(&now, |s| {
-            let (next, transition) = s.command(command);
-            (Some(next), (), transition)
-        });
+        self.update(&now, |s| s.command(command));
     }
 
     /// Back to CLOSED with the failure count cleared. Outcomes of calls admitted before are
@@ -453,6 +507,11 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
         &self.metrics
     }
 
+    /// Where its word lives.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
     /// Converts a tick of this breaker's clock into wall-clock time (for reports), by the
     /// distance between the tick and the clock's reading now.
     pub fn wall_time(&self, tick: u64) -> SystemTime {
@@ -461,7 +520,7 @@ impl<C: Clock, M: Metrics> CircuitBreaker<C, M> {
     }
 }
 
-impl<C: Clock> CircuitBreaker<C, Counters> {
+impl<C: Clock, S: Store> CircuitBreaker<C, Counters, S> {
     /// Wall-clock time of the last reported failure, if any.
     pub fn last_failure_time(&self) -> Option<SystemTime> {
         self.metrics.last_failure_tick().map(|t| self.wall_time(t))
@@ -473,7 +532,7 @@ impl<C: Clock> CircuitBreaker<C, Counters> {
     }
 }
 
-impl<C: Clock, M: Metrics> fmt::Debug for CircuitBreaker<C, M> {
+impl<C: Clock, M: Metrics, S: Store> fmt::Debug for CircuitBreaker<C, M, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("name", &self.name)
@@ -498,12 +557,12 @@ impl<C: Clock, M: Metrics> fmt::Debug for CircuitBreaker<C, M> {
 /// assert!(breaker.admit().is_ok());
 /// ```
 #[must_use = "a permit reports its outcome; dropping it at once counts as Ignored"]
-pub struct Permit<'a, C: Clock = DefaultClock, M: Metrics = Counters> {
-    breaker: &'a CircuitBreaker<C, M>,
+pub struct Permit<'a, C: Clock = DefaultClock, M: Metrics = Counters, S: Store = LocalWord> {
+    breaker: &'a CircuitBreaker<C, M, S>,
     ticket: Option<Ticket>,
 }
 
-impl<C: Clock, M: Metrics> Permit<'_, C, M> {
+impl<C: Clock, M: Metrics, S: Store> Permit<'_, C, M, S> {
     /// The call succeeded.
     #[inline]
     pub fn success(self) {
@@ -522,12 +581,11 @@ impl<C: Clock, M: Metrics> Permit<'_, C, M> {
         self.record(Outcome::Ignored);
     }
 
-    /// Reports `outcome`.
+    /// Reports `outcome`; returns the transition it made, if any (see
+    /// [`CircuitBreaker::record`]).
     #[inline]
-    pub fn record(mut self, outcome: Outcome) {
-        if let Some(ticket) = self.ticket.take() {
-            self.breaker.record(ticket, outcome);
-        }
+    pub fn record(mut self, outcome: Outcome) -> Option<Transition> {
+        self.ticket.take().and_then(|ticket| self.breaker.record(ticket, outcome))
     }
 
     /// Detaches the guard: the caller now owns the slot and must pass the ticket to
@@ -558,7 +616,7 @@ impl<C: Clock, M: Metrics> Permit<'_, C, M> {
     }
 }
 
-impl<C: Clock, M: Metrics> Drop for Permit<'_, C, M> {
+impl<C: Clock, M: Metrics, S: Store> Drop for Permit<'_, C, M, S> {
     #[inline]
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
@@ -567,7 +625,7 @@ impl<C: Clock, M: Metrics> Drop for Permit<'_, C, M> {
     }
 }
 
-impl<C: Clock, M: Metrics> fmt::Debug for Permit<'_, C, M> {
+impl<C: Clock, M: Metrics, S: Store> fmt::Debug for Permit<'_, C, M, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit").field("ticket", &self.ticket).finish()
     }

@@ -6,12 +6,7 @@
 //! another on the same host: the property a breaker shared through memory needs. The word holds
 //! 46 bits of ticks: 2,229 years of uptime before it could wrap.
 //!
-//! | clock | resolution | cost of `now` (measured, see BENCHMARKS.md) | notes |
-//! |---|---|---|---|
-//! | [`MonotonicClock`] | 1 ms (reads ns) | one `clock_gettime(CLOCK_MONOTONIC)` through the vDSO | exact |
-//! | [`CoarseClock`] (the default, [`DefaultClock`]) | one kernel tick (1–10 ms; `clock_getres` says) | one `clock_gettime(CLOCK_MONOTONIC_COARSE)` | never ahead of real time, so a timeout ends late by at most one tick |
-//! | [`CachedClock`] | the ticker's interval (1 ms by default) | one relaxed atomic load | opt-in: a background thread refreshes it |
-//! | [`ManualClock`] | whatever the test sets | one atomic load | for tests and loom |
+//! The clocks that ship, and what each costs, are listed on [`Clock`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
 use std::sync::Arc;
@@ -21,6 +16,15 @@ use std::time::Duration;
 use crate::loom::{AtomicU64, Ordering};
 
 /// A source of ticks (milliseconds since a fixed, host-wide epoch) that never goes backwards.
+///
+/// The clocks that ship:
+///
+/// | clock | resolution | cost of `now` (measured, see BENCHMARKS.md) | notes |
+/// |---|---|---|---|
+/// | [`MonotonicClock`] | 1 ms (reads ns) | one `clock_gettime(CLOCK_MONOTONIC)` through the vDSO | exact |
+/// | [`CoarseClock`] (the default, [`DefaultClock`]) | one kernel tick (1–10 ms; `clock_getres` says) | one `clock_gettime(CLOCK_MONOTONIC_COARSE)` | never ahead of real time, so a timeout ends late by at most one tick |
+/// | [`CachedClock`] | the ticker's interval (1 ms by default) | one relaxed atomic load | opt-in: a background thread refreshes it |
+/// | [`ManualClock`] | whatever the test sets | one atomic load | for tests and loom |
 ///
 /// ```
 /// use cb_core::{Clock, ManualClock};
@@ -45,7 +49,7 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 }
 
 /// The clock a breaker uses unless told otherwise: [`CoarseClock`], the cheapest host-wide
-/// monotonic clock (see the table in the [module docs](self)).
+/// monotonic clock (see the table on [`Clock`]).
 pub type DefaultClock = CoarseClock;
 
 #[cfg(unix)]

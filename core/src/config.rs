@@ -11,6 +11,10 @@ pub const MAX_TIMEOUT: Duration = Duration::from_millis(MAX_TICKS);
 
 /// How a breaker trips and recovers. Every field has a default; [`Config::limits`] validates.
 ///
+/// Build one from [`Config::default`] (or [`Config::new`]) and the setters; fields may be read
+/// directly. The struct is `#[non_exhaustive]`, so later policies can add fields without
+/// breaking code that builds a `Config` this way.
+///
 /// | field | default | allowed | meaning |
 /// |---|---|---|---|
 /// | `failure_threshold` | 5 | 1 ..= 2^32 - 1 | consecutive failures in CLOSED that open it |
@@ -33,6 +37,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_millis(MAX_TICKS);
 /// assert_eq!(err.to_string(), "failure_threshold must be in 1..=4294967295, got 0");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// Consecutive failures in CLOSED that open the breaker.
     pub failure_threshold: u64,
@@ -59,6 +64,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The defaults: the same as [`Config::default`].
+    ///
+    /// ```
+    /// assert_eq!(cb_core::Config::new(), cb_core::Config::default());
+    /// ```
+    pub fn new() -> Self {
+        Config::default()
+    }
+
     /// Sets `failure_threshold`.
     pub fn failure_threshold(mut self, n: u64) -> Self {
         self.failure_threshold = n;

@@ -36,6 +36,8 @@
 //! - A HALF_OPEN probe slot is released by its outcome or by dropping its [`Permit`]. A slot that
 //!   is neither (a leaked permit, a crashed process sharing the word) is presumed lost after
 //!   `probe_timeout`: the next caller starts a fresh round of probes.
+//! - The word lives in a [`Store`]: [`LocalWord`] in this process by default. The CAS loop and
+//!   the transitions do not know where it is.
 //! - Time is a [`Clock`]; counters are a [`Metrics`]; transitions go to one listener.
 
 #![warn(missing_docs)]
@@ -45,6 +47,7 @@ mod clock;
 mod config;
 mod loom;
 mod metrics;
+mod store;
 pub mod word;
 
 use core::fmt;
@@ -53,7 +56,8 @@ pub use breaker::{CallError, CircuitBreaker, Permit, Rejected};
 pub use clock::{CachedClock, Clock, CoarseClock, DefaultClock, ManualClock, MonotonicClock};
 pub use config::{Config, ConfigError, MAX_TIMEOUT};
 pub use metrics::{Counters, Metrics, NoMetrics, Totals, STRIPES};
-pub use word::{Admission, Command, Limits, Outcome, Snapshot, Ticket};
+pub use store::{LocalWord, Store};
+pub use word::{Admission, Command, Limits, Outcome, Snapshot, Step, Ticket};
 
 /// The README's Rust examples, compiled and run as doctests so they cannot rot.
 #[doc = include_str!("../../README.md")]
@@ -66,6 +70,7 @@ pub struct ReadmeDoctests;
 /// assert_eq!(cb_core::State::HalfOpen.to_string(), "HALF_OPEN");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum State {
     /// Calls run; failures are counted.
     Closed,
@@ -108,6 +113,7 @@ impl fmt::Display for State {
 /// assert_eq!(Reason::ProbeSucceeded { successes: 1 }.to_string(), "recovery successful");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Reason {
     /// CLOSED → OPEN: this many consecutive failures reached the threshold.
     FailureThreshold {
@@ -146,6 +152,13 @@ impl fmt::Display for Reason {
 }
 
 /// A change of state, as announced to the listener.
+///
+/// ```
+/// use cb_core::{CircuitBreaker, Config, Outcome, Reason, State};
+/// let breaker = CircuitBreaker::new(Config::default().failure_threshold(1)).unwrap();
+/// let t = breaker.admit().unwrap().record(Outcome::Failure).unwrap();
+/// assert_eq!((t.from, t.to, t.reason), (State::Closed, State::Open, Reason::FailureThreshold { failures: 1 }));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Transition {
     /// The state before.

@@ -1,9 +1,11 @@
 //! The breaker's whole state as one 64-bit word, and every transition as a pure function of it.
 //!
 //! Nothing in this module touches an atomic, a clock or a thread: each transition takes the
-//! current [`Snapshot`] and the time (in clock ticks, milliseconds) and says what the next word
-//! is, if any. The CAS loop in [`crate::CircuitBreaker`] applies them to an `AtomicU64`; a later
-//! store (a shared-memory file, a Redis key) can apply the very same functions to its own word.
+//! current [`Snapshot`] and the time (in clock ticks, milliseconds) and returns a [`Step`]: the
+//! next word to write (if any), what to tell the caller, and the transition the write makes (if
+//! any). The CAS loop in [`crate::CircuitBreaker`] applies them to wherever the word is stored
+//! (a [`crate::Store`]: an `AtomicU64` in this process, or a slot in shared memory), and every
+//! store runs the very same functions.
 //!
 //! # Bit layout
 //!
@@ -36,6 +38,20 @@
 //! - HALF_OPEN: `in_flight <= half_open_max_calls` and `successes < success_threshold`.
 //! - OPEN is stored as OPEN until something writes; whether it *is* HALF_OPEN is computed from
 //!   `opened_at` and the time ([`Snapshot::state_at`]), so no background thread is needed.
+//!
+//! # Words from outside
+//!
+//! A word read from shared memory may have been written by anyone. The transitions accept every
+//! 64-bit value and make progress from it, so no value can wedge a breaker (the property test
+//! `core/tests/foreign_words.rs` checks this for arbitrary words):
+//!
+//! - an unknown state tag reads as CLOSED with no failures, and the next write replaces it;
+//! - counts beyond the limits saturate (a CLOSED word at or over the threshold trips on the next
+//!   failure; a HALF_OPEN word with too many probes in flight waits for the probe timeout);
+//! - a timestamp further in the future than [`CLOCK_SKEW_TICKS`] cannot come from a clock this
+//!   host shares, and reads as long past: OPEN is due for a probe, HALF_OPEN probes are expired.
+//!
+//! [`Snapshot::is_well_formed`] tells whether a word is one these functions could have written.
 
 use core::fmt;
 
@@ -50,31 +66,50 @@ pub(crate) const PAYLOAD_BITS: u32 = 64 - STATE_BITS - GENERATION_BITS;
 
 const STATE_SHIFT: u32 = 64 - STATE_BITS;
 const GENERATION_SHIFT: u32 = PAYLOAD_BITS;
-const GENERATION_MASK: u64 = (1 << GENERATION_BITS) - 1;
-const PAYLOAD_MASK: u64 = (1 << PAYLOAD_BITS) - 1;
+const GENERATION_MASK: u64 = mask(GENERATION_BITS);
+const PAYLOAD_MASK: u64 = mask(PAYLOAD_BITS);
 
 /// HALF_OPEN: consecutive probe successes, in the lowest bits of the payload.
 const SUCCESS_BITS: u32 = 8;
+const SUCCESS_MASK: u64 = mask(SUCCESS_BITS);
 /// HALF_OPEN: probes admitted and not yet reported, above the successes.
 const IN_FLIGHT_BITS: u32 = 8;
 const IN_FLIGHT_SHIFT: u32 = SUCCESS_BITS;
-/// HALF_OPEN: when the last probe was admitted, in units of `1 << COARSE_SHIFT` ticks.
-const LAST_ADMIT_SHIFT: u32 = SUCCESS_BITS + IN_FLIGHT_BITS;
+const IN_FLIGHT_MASK: u64 = mask(IN_FLIGHT_BITS);
+/// HALF_OPEN: when the last probe was admitted, in units of `1 << COARSE_SHIFT` ticks, above the
+/// probes in flight.
+const LAST_ADMIT_SHIFT: u32 = IN_FLIGHT_SHIFT + IN_FLIGHT_BITS;
 const LAST_ADMIT_BITS: u32 = PAYLOAD_BITS - LAST_ADMIT_SHIFT;
+const LAST_ADMIT_MASK: u64 = mask(LAST_ADMIT_BITS);
 /// A coarse unit is 2^10 ms = 1.024 s.
 pub(crate) const COARSE_SHIFT: u32 = 10;
 
 /// The largest `half_open_max_calls` the word can count.
-pub const MAX_HALF_OPEN_CALLS: u32 = (1 << IN_FLIGHT_BITS) - 1;
+pub const MAX_HALF_OPEN_CALLS: u32 = IN_FLIGHT_MASK as u32;
 /// The largest `success_threshold` the word can count.
-pub const MAX_SUCCESS_THRESHOLD: u32 = (1 << SUCCESS_BITS) - 1;
+pub const MAX_SUCCESS_THRESHOLD: u32 = SUCCESS_MASK as u32;
 /// The largest clock reading, in ticks (ms), that OPEN can stamp: 2^46 - 1 ms, about 2,229 years.
 pub const MAX_TICKS: u64 = PAYLOAD_MASK;
+/// How far (ms) a stamp in the word may be ahead of the reader's clock and still be believed.
+///
+/// Processes on one host read one `CLOCK_MONOTONIC`, but through clocks of different
+/// resolution: the coarse clock lags the exact one by up to one kernel tick (at most 10 ms).
+/// A stamp further ahead than this second was not written by a clock this host shares.
+pub const CLOCK_SKEW_TICKS: u64 = 1_000;
 
+const fn mask(bits: u32) -> u64 {
+    (1 << bits) - 1
+}
+
+/// State tag of CLOSED. Zero, so that the all-zero word is a fresh breaker.
 const TAG_CLOSED: u64 = 0;
+/// State tag of OPEN; the payload is the tick it opened at.
 const TAG_OPEN: u64 = 1;
+/// State tag of HALF_OPEN; the payload packs last admission, probes in flight and successes.
 const TAG_HALF_OPEN: u64 = 2;
+/// State tag of FORCED_OPEN (set by `force_open`); no payload.
 const TAG_FORCED_OPEN: u64 = 3;
+/// State tag of DISABLED (set by `disable`); no payload.
 const TAG_DISABLED: u64 = 4;
 
 /// The limits a transition needs, in the units of the word (ticks are milliseconds).
@@ -93,8 +128,47 @@ pub struct Limits {
     pub(crate) probe_expiry_units: u64,
 }
 
+/// What a transition function decided.
+///
+/// ```
+/// use cb_core::{Config, Outcome, Snapshot, State};
+/// let limits = Config::default().failure_threshold(1).limits().unwrap();
+/// let ticket = Snapshot::default().admit(|| 0, &limits).result.ticket().unwrap();
+/// let step = Snapshot::default().record(ticket, Outcome::Failure, || 42, &limits);
+/// assert_eq!(step.next.unwrap().opened_at(), Some(42));
+/// assert_eq!(step.transition.unwrap().to, State::Open);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a step does nothing until its word is written"]
+pub struct Step<R = ()> {
+    /// The word to write, or `None` when the current word stays as it is.
+    pub next: Option<Snapshot>,
+    /// What the caller is told (the admission decision, the state read, ...).
+    pub result: R,
+    /// The change of state that writing `next` makes, if any: announced once it is written.
+    pub transition: Option<Transition>,
+}
+
+impl<R> Step<R> {
+    /// Writes nothing.
+    const fn stay(result: R) -> Self {
+        Step { next: None, result, transition: None }
+    }
+
+    /// Writes `next` without changing the state.
+    const fn write(next: Snapshot, result: R) -> Self {
+        Step { next: Some(next), result, transition: None }
+    }
+
+    /// Writes `next`, which moves from one state to another.
+    const fn transition(next: Snapshot, result: R, transition: Transition) -> Self {
+        Step { next: Some(next), result, transition: Some(transition) }
+    }
+}
+
 /// What admission decided, for the caller of [`Snapshot::admit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Admission {
     /// Run the call; report its outcome with this ticket.
     Admitted(Ticket),
@@ -107,6 +181,31 @@ pub enum Admission {
     },
 }
 
+impl Admission {
+    /// The ticket, if admitted.
+    ///
+    /// ```
+    /// use cb_core::{Config, Snapshot};
+    /// let limits = Config::default().limits().unwrap();
+    /// assert!(Snapshot::default().admit(|| 0, &limits).result.ticket().is_some());
+    /// ```
+    pub fn ticket(self) -> Option<Ticket> {
+        match self {
+            Admission::Admitted(ticket) => Some(ticket),
+            Admission::Rejected { .. } => None,
+        }
+    }
+}
+
+/// What the word decides on its own on the hot path: admit (CLOSED, DISABLED, without reading the
+/// clock), reject (OPEN before its timeout, after one clock read), or hand over to the full
+/// transition with the time already read.
+pub(crate) enum Quick {
+    Admitted(Ticket),
+    Rejected { retry_after_ticks: u64 },
+    Undecided { now: u64 },
+}
+
 /// Which generation and kind of slot an admitted call holds. Plain data: the RAII wrapper is
 /// [`crate::Permit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,11 +216,25 @@ pub struct Ticket {
 
 impl Ticket {
     /// Whether this call is a HALF_OPEN probe (holds one of the `half_open_max_calls` slots).
+    ///
+    /// ```
+    /// use cb_core::{Config, Snapshot};
+    /// let limits = Config::default().limits().unwrap();
+    /// let ticket = Snapshot::default().admit(|| 0, &limits).result.ticket().unwrap();
+    /// assert!(!ticket.is_probe());
+    /// ```
     pub fn is_probe(&self) -> bool {
         self.probe
     }
 
     /// The generation the call was admitted in.
+    ///
+    /// ```
+    /// use cb_core::{Config, Snapshot};
+    /// let limits = Config::default().limits().unwrap();
+    /// let ticket = Snapshot::closed(7, 0).admit(|| 0, &limits).result.ticket().unwrap();
+    /// assert_eq!(ticket.generation(), 7);
+    /// ```
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -129,6 +242,7 @@ impl Ticket {
 
 /// How a call ended, as the caller classifies it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The dependency worked.
     Success,
@@ -152,12 +266,22 @@ pub enum Outcome {
 pub struct Snapshot(u64);
 
 impl Snapshot {
-    /// Interprets a raw word (as read from wherever it is stored).
+    /// Interprets a raw word (as read from wherever it is stored). Every value is accepted; see
+    /// [Words from outside](self#words-from-outside).
+    ///
+    /// ```
+    /// use cb_core::Snapshot;
+    /// assert_eq!(Snapshot::from_bits(Snapshot::open(3, 99).bits()), Snapshot::open(3, 99));
+    /// ```
     pub const fn from_bits(bits: u64) -> Self {
         Snapshot(bits)
     }
 
     /// The raw word, to store.
+    ///
+    /// ```
+    /// assert_eq!(cb_core::Snapshot::default().bits(), 0);
+    /// ```
     pub const fn bits(self) -> u64 {
         self.0
     }
@@ -171,26 +295,38 @@ impl Snapshot {
     }
 
     /// The generation: incremented by every change of the stored state.
+    ///
+    /// ```
+    /// assert_eq!(cb_core::Snapshot::open(12, 0).generation(), 12);
+    /// ```
     pub fn generation(self) -> u64 {
         (self.0 >> GENERATION_SHIFT) & GENERATION_MASK
     }
 
     /// The state as stored. An OPEN word whose recovery timeout has elapsed is still stored as
-    /// OPEN; [`Snapshot::state_at`] gives the state a caller sees.
+    /// OPEN; [`Snapshot::state_at`] gives the state a caller sees. An unknown tag (only a
+    /// foreign or corrupted word has one) reads as CLOSED.
+    ///
+    /// ```
+    /// use cb_core::{Snapshot, State};
+    /// assert_eq!(Snapshot::forced_open(0).stored_state(), State::ForcedOpen);
+    /// assert_eq!(Snapshot::from_bits(7 << 61).stored_state(), State::Closed);
+    /// ```
     pub fn stored_state(self) -> State {
         match self.tag() {
-            TAG_CLOSED => State::Closed,
             TAG_OPEN => State::Open,
             TAG_HALF_OPEN => State::HalfOpen,
             TAG_FORCED_OPEN => State::ForcedOpen,
-            // Only the five tags above are ever written; an unknown tag (a corrupted external
-            // store) is treated as DISABLED's opposite would be unsafe, so it reads as FORCED_OPEN.
             TAG_DISABLED => State::Disabled,
-            _ => State::ForcedOpen,
+            _ => State::Closed,
         }
     }
 
-    /// CLOSED: consecutive failures so far. 0 in every other state.
+    /// CLOSED: consecutive failures so far. 0 in every other state (and for an unknown tag).
+    ///
+    /// ```
+    /// assert_eq!(cb_core::Snapshot::closed(0, 2).failures(), 2);
+    /// ```
     pub fn failures(self) -> u64 {
         if self.tag() == TAG_CLOSED {
             self.payload()
@@ -200,30 +336,42 @@ impl Snapshot {
     }
 
     /// OPEN: the tick it opened at.
+    ///
+    /// ```
+    /// assert_eq!(cb_core::Snapshot::open(0, 1_234).opened_at(), Some(1_234));
+    /// ```
     pub fn opened_at(self) -> Option<u64> {
         (self.tag() == TAG_OPEN).then(|| self.payload())
     }
 
     /// HALF_OPEN: probes admitted and not yet reported. 0 in every other state.
+    ///
+    /// ```
+    /// assert_eq!(cb_core::Snapshot::half_open(0, 0, 2, 1).in_flight(), 2);
+    /// ```
     pub fn in_flight(self) -> u64 {
         if self.tag() == TAG_HALF_OPEN {
-            (self.payload() >> IN_FLIGHT_SHIFT) & ((1 << IN_FLIGHT_BITS) - 1)
+            (self.payload() >> IN_FLIGHT_SHIFT) & IN_FLIGHT_MASK
         } else {
             0
         }
     }
 
     /// HALF_OPEN: consecutive probe successes. 0 in every other state.
+    ///
+    /// ```
+    /// assert_eq!(cb_core::Snapshot::half_open(0, 0, 2, 1).successes(), 1);
+    /// ```
     pub fn successes(self) -> u64 {
         if self.tag() == TAG_HALF_OPEN {
-            self.payload() & ((1 << SUCCESS_BITS) - 1)
+            self.payload() & SUCCESS_MASK
         } else {
             0
         }
     }
 
     fn last_admit_units(self) -> u64 {
-        self.payload() >> LAST_ADMIT_SHIFT
+        (self.payload() >> LAST_ADMIT_SHIFT) & LAST_ADMIT_MASK
     }
 
     /// The state a caller sees at `now`: OPEN becomes HALF_OPEN once the recovery timeout has
@@ -244,196 +392,254 @@ impl Snapshot {
         }
     }
 
-    /// OPEN: ticks left until it turns HALF_OPEN (0 once elapsed). `None` in other states.
+    /// OPEN: ticks left until it turns HALF_OPEN (0 once elapsed). `None` in other states. A
+    /// stamp too far in the future to be believed ([`CLOCK_SKEW_TICKS`]) counts as elapsed.
+    ///
+    /// ```
+    /// use cb_core::{Config, Snapshot};
+    /// use std::time::Duration;
+    /// let limits = Config::default().recovery_timeout(Duration::from_secs(10)).limits().unwrap();
+    /// assert_eq!(Snapshot::open(0, 5_000).ticks_until_half_open(8_000, &limits), Some(7_000));
+    /// // Stamped a day ahead of this clock: not a stamp this host wrote.
+    /// assert_eq!(Snapshot::open(0, 86_400_000).ticks_until_half_open(8_000, &limits), Some(0));
+    /// ```
     #[inline(always)]
     pub fn ticks_until_half_open(self, now: u64, limits: &Limits) -> Option<u64> {
         if self.tag() != TAG_OPEN {
             return None;
         }
-        Some(limits.recovery_ticks.saturating_sub(now.saturating_sub(self.payload())))
+        // Both terms are below 2^47: no overflow.
+        let left = (self.payload() + limits.recovery_ticks).saturating_sub(now);
+        Some(if left > limits.recovery_ticks + CLOCK_SKEW_TICKS { 0 } else { left })
+    }
+
+    /// Whether this word is one the transitions could have written under `limits` by time
+    /// `now`: a known tag, counts within the limits, no stamp beyond the clock skew, an empty
+    /// payload where the state has none. A store that reads a word from outside uses this to
+    /// report (and repair) corruption; the transitions themselves accept any word.
+    ///
+    /// ```
+    /// use cb_core::{Config, Snapshot};
+    /// let limits = Config::default().failure_threshold(3).limits().unwrap();
+    /// assert!(Snapshot::closed(4, 2).is_well_formed(0, &limits));
+    /// assert!(!Snapshot::closed(4, 3).is_well_formed(0, &limits));       // at the threshold
+    /// assert!(!Snapshot::open(0, 90_000).is_well_formed(1_000, &limits)); // stamped ahead
+    /// assert!(!Snapshot::from_bits(6 << 61).is_well_formed(0, &limits));  // unknown tag
+    /// ```
+    pub fn is_well_formed(self, now: u64, limits: &Limits) -> bool {
+        let not_ahead = |tick: u64| tick <= now.saturating_add(CLOCK_SKEW_TICKS);
+        match self.tag() {
+            TAG_CLOSED => self.failures() < limits.failure_threshold,
+            TAG_OPEN => not_ahead(self.payload()),
+            TAG_HALF_OPEN => {
+                self.in_flight() <= limits.half_open_max_calls
+                    && self.successes() < limits.success_threshold
+                    && self.last_admit_units() <= Self::units(now.saturating_add(CLOCK_SKEW_TICKS))
+            }
+            TAG_FORCED_OPEN | TAG_DISABLED => self.payload() == 0,
+            _ => false,
+        }
     }
 
     // ----- constructors, each the one place its state's word is assembled -----
 
     fn with(tag: u64, generation: u64, payload: u64) -> Self {
         debug_assert!(payload <= PAYLOAD_MASK);
-        Snapshot(
-            (tag << STATE_SHIFT)
-                | ((generation & GENERATION_MASK) << GENERATION_SHIFT)
-                | (payload & PAYLOAD_MASK),
-        )
+        Snapshot((tag << STATE_SHIFT) | ((generation & GENERATION_MASK) << GENERATION_SHIFT) | (payload & PAYLOAD_MASK))
     }
 
     /// A CLOSED word.
+    ///
+    /// ```
+    /// assert_eq!(cb_core::Snapshot::closed(1, 4).failures(), 4);
+    /// ```
     pub fn closed(generation: u64, failures: u64) -> Self {
         Self::with(TAG_CLOSED, generation, failures.min(PAYLOAD_MASK))
     }
 
     /// An OPEN word stamped at `opened_at` ticks.
+    ///
+    /// ```
+    /// assert_eq!(cb_core::Snapshot::open(1, 500).opened_at(), Some(500));
+    /// ```
     pub fn open(generation: u64, opened_at: u64) -> Self {
         Self::with(TAG_OPEN, generation, opened_at.min(MAX_TICKS))
     }
 
-    /// A HALF_OPEN word.
+    /// A HALF_OPEN word: the last probe admitted at tick `last_admit` (kept in 1.024 s units),
+    /// `in_flight` probes running, `successes` consecutive probe successes.
+    ///
+    /// ```
+    /// use cb_core::{Snapshot, State};
+    /// let s = Snapshot::half_open(2, 10_000, 1, 0);
+    /// assert_eq!((s.stored_state(), s.in_flight(), s.successes()), (State::HalfOpen, 1, 0));
+    /// ```
     pub fn half_open(generation: u64, last_admit: u64, in_flight: u64, successes: u64) -> Self {
-        let units = (last_admit >> COARSE_SHIFT) & ((1 << LAST_ADMIT_BITS) - 1);
-        let in_flight = in_flight.min(u64::from(MAX_HALF_OPEN_CALLS));
-        let successes = successes.min(u64::from(MAX_SUCCESS_THRESHOLD));
-        Self::with(
-            TAG_HALF_OPEN,
-            generation,
-            (units << LAST_ADMIT_SHIFT) | (in_flight << IN_FLIGHT_SHIFT) | successes,
-        )
+        let in_flight = in_flight.min(IN_FLIGHT_MASK);
+        let successes = successes.min(SUCCESS_MASK);
+        let payload =
+            (Self::units(last_admit) << LAST_ADMIT_SHIFT) | (in_flight << IN_FLIGHT_SHIFT) | successes;
+        Self::with(TAG_HALF_OPEN, generation, payload)
     }
 
     /// A FORCED_OPEN word.
+    ///
+    /// ```
+    /// assert_eq!(cb_core::Snapshot::forced_open(0).stored_state(), cb_core::State::ForcedOpen);
+    /// ```
     pub fn forced_open(generation: u64) -> Self {
         Self::with(TAG_FORCED_OPEN, generation, 0)
     }
 
     /// A DISABLED word.
+    ///
+    /// ```
+    /// assert_eq!(cb_core::Snapshot::disabled(0).stored_state(), cb_core::State::Disabled);
+    /// ```
     pub fn disabled(generation: u64) -> Self {
         Self::with(TAG_DISABLED, generation, 0)
+    }
+
+    /// A tick in the coarse units HALF_OPEN keeps its admission stamp in.
+    fn units(tick: u64) -> u64 {
+        (tick >> COARSE_SHIFT) & LAST_ADMIT_MASK
     }
 
     fn next_generation(self) -> u64 {
         (self.generation() + 1) & GENERATION_MASK
     }
 
+    /// HALF_OPEN: the same word with one probe fewer in flight (never below zero).
+    fn release_probe(self) -> Snapshot {
+        let in_flight = self.in_flight().saturating_sub(1);
+        Snapshot((self.0 & !(IN_FLIGHT_MASK << IN_FLIGHT_SHIFT)) | (in_flight << IN_FLIGHT_SHIFT))
+    }
+
+    /// HALF_OPEN: the same word with another success count.
+    fn with_successes(self, successes: u64) -> Snapshot {
+        Snapshot((self.0 & !SUCCESS_MASK) | successes.min(SUCCESS_MASK))
+    }
+
+    // ----- the hot path's questions, asked of the word alone -----
+
+    /// The hot path of admission, written once for [`Snapshot::admit`] and the breaker: CLOSED and
+    /// DISABLED admit on the word alone (no clock read, no write); OPEN before its timeout
+    /// rejects after one clock read; everything else is undecided, with the time read.
+    #[inline(always)]
+    pub(crate) fn admit_quick(self, now: impl FnOnce() -> u64, limits: &Limits) -> Quick {
+        let tag = self.tag();
+        if tag == TAG_CLOSED || tag == TAG_DISABLED {
+            return Quick::Admitted(Ticket { generation: self.generation(), probe: false });
+        }
+        let now = now();
+        match self.ticks_until_half_open(now, limits) {
+            Some(left) if left > 0 => Quick::Rejected { retry_after_ticks: left },
+            _ => Quick::Undecided { now },
+        }
+    }
+
+    /// Whether reporting `outcome` leaves the word as it is without looking further: a success
+    /// in CLOSED with no failures pending (whatever its generation).
+    #[inline(always)]
+    pub(crate) fn ignores_quietly(self, outcome: Outcome) -> bool {
+        outcome == Outcome::Success && self.tag() == TAG_CLOSED && self.payload() == 0
+    }
+
     // ----- transitions: pure functions of (snapshot, time) -----
 
     /// Decides whether a call may run. `now` is asked for only where the decision depends on
-    /// time (OPEN, and HALF_OPEN with every slot taken), so CLOSED admission reads no clock.
-    ///
-    /// Returns the word to write (if any), the decision, and the transition it makes (if any).
+    /// time (OPEN, HALF_OPEN), so CLOSED admission reads no clock.
     ///
     /// ```
     /// use cb_core::{Admission, Config, Snapshot, State};
     /// use std::time::Duration;
     /// let limits = Config::default().recovery_timeout(Duration::from_secs(1)).limits().unwrap();
     /// // CLOSED admits without writing.
-    /// let (next, admission, _) = Snapshot::default().admit(|| unreachable!(), &limits);
-    /// assert!(next.is_none() && matches!(admission, Admission::Admitted(_)));
+    /// let step = Snapshot::default().admit(|| unreachable!(), &limits);
+    /// assert!(step.next.is_none() && step.result.ticket().is_some());
     /// // OPEN rejects until the timeout has elapsed, then admits one probe.
     /// let open = Snapshot::open(1, 0);
-    /// let (_, admission, _) = open.admit(|| 400, &limits);
-    /// assert_eq!(admission, Admission::Rejected { state: State::Open, retry_after_ticks: Some(600) });
-    /// let (next, admission, transition) = open.admit(|| 1_000, &limits);
-    /// assert_eq!(next.unwrap().stored_state(), State::HalfOpen);
-    /// assert!(matches!(admission, Admission::Admitted(t) if t.is_probe()));
-    /// assert_eq!(transition.unwrap().to, State::HalfOpen);
+    /// let step = open.admit(|| 400, &limits);
+    /// assert_eq!(step.result, Admission::Rejected { state: State::Open, retry_after_ticks: Some(600) });
+    /// let step = open.admit(|| 1_000, &limits);
+    /// assert_eq!(step.next.unwrap().stored_state(), State::HalfOpen);
+    /// assert!(step.result.ticket().unwrap().is_probe());
+    /// assert_eq!(step.transition.unwrap().to, State::HalfOpen);
     /// ```
     #[inline]
-    pub fn admit(
-        self,
-        now: impl FnOnce() -> u64,
-        limits: &Limits,
-    ) -> (Option<Snapshot>, Admission, Option<Transition>) {
-        // The hot cases inline into the caller: CLOSED/DISABLED admit on the word alone, and
-        // OPEN before its timeout rejects after one clock read. Everything else is out of line.
-        if let Some(ticket) = self.admits_freely() {
-            return (None, Admission::Admitted(ticket), None);
+    pub fn admit(self, now: impl FnOnce() -> u64, limits: &Limits) -> Step<Admission> {
+        match self.admit_quick(now, limits) {
+            Quick::Admitted(ticket) => Step::stay(Admission::Admitted(ticket)),
+            Quick::Rejected { retry_after_ticks } => Step::stay(Admission::Rejected {
+                state: State::Open,
+                retry_after_ticks: Some(retry_after_ticks),
+            }),
+            Quick::Undecided { now } => self.admit_slow(now, limits),
         }
-        let now = now();
-        match self.open_wait(now, limits) {
-            Some(left) => (
-                None,
-                Admission::Rejected { state: State::Open, retry_after_ticks: Some(left) },
-                None,
-            ),
-            None => self.admit_slow(now, limits),
-        }
-    }
-
-    /// CLOSED and DISABLED admit every call without writing or reading a clock: the ticket, or
-    /// `None` when [`Snapshot::admit`] has to decide further. The hot path's first (and usually only)
-    /// question, kept register-sized so it inlines anywhere.
-    #[inline(always)]
-    pub fn admits_freely(self) -> Option<Ticket> {
-        let tag = self.tag();
-        (tag == TAG_CLOSED || tag == TAG_DISABLED)
-            .then_some(Ticket { generation: self.generation(), probe: false })
-    }
-
-    /// OPEN before its recovery timeout: the ticks left, so the call is rejected without a
-    /// write. `None` in every other case (including an elapsed OPEN).
-    #[inline(always)]
-    pub fn open_wait(self, now: u64, limits: &Limits) -> Option<u64> {
-        match self.ticks_until_half_open(now, limits) {
-            Some(left) if left > 0 => Some(left),
-            _ => None,
-        }
-    }
-
-    /// Whether reporting `outcome` would leave the word as it is without looking further: a
-    /// success in CLOSED with no failures pending (whatever its generation).
-    #[inline(always)]
-    pub fn ignores_quietly(self, outcome: Outcome) -> bool {
-        outcome == Outcome::Success && self.tag() == TAG_CLOSED && self.payload() == 0
     }
 
     /// [`Snapshot::admit`] for an elapsed OPEN, HALF_OPEN and FORCED_OPEN.
-    #[cold]
     #[inline(never)]
-    fn admit_slow(self, now: u64, limits: &Limits) -> (Option<Snapshot>, Admission, Option<Transition>) {
+    fn admit_slow(self, now: u64, limits: &Limits) -> Step<Admission> {
         let generation = self.generation();
         let admitted = |generation, probe| Admission::Admitted(Ticket { generation, probe });
         match self.stored_state() {
-            State::Closed | State::Disabled => (None, admitted(generation, false), None),
-            State::ForcedOpen => (
-                None,
-                Admission::Rejected { state: State::ForcedOpen, retry_after_ticks: None },
-                None,
-            ),
-            State::Open => {
-                match self.ticks_until_half_open(now, limits) {
-                    Some(left) if left > 0 => (
-                        None,
-                        Admission::Rejected { state: State::Open, retry_after_ticks: Some(left) },
-                        None,
-                    ),
-                    _ => {
-                        let next = Snapshot::half_open(self.next_generation(), now, 1, 0);
-                        let transition = Transition {
-                            from: State::Open,
-                            to: State::HalfOpen,
-                            reason: Reason::RecoveryTimeoutElapsed,
-                        };
-                        (Some(next), admitted(next.generation(), true), Some(transition))
-                    }
-                }
+            State::Closed | State::Disabled => Step::stay(admitted(generation, false)),
+            State::ForcedOpen => {
+                Step::stay(Admission::Rejected { state: State::ForcedOpen, retry_after_ticks: None })
             }
+            State::Open => match self.ticks_until_half_open(now, limits) {
+                Some(left) if left > 0 => Step::stay(Admission::Rejected {
+                    state: State::Open,
+                    retry_after_ticks: Some(left),
+                }),
+                _ => {
+                    let next = Snapshot::half_open(self.next_generation(), now, 1, 0);
+                    let transition =
+                        Transition { from: State::Open, to: State::HalfOpen, reason: Reason::RecoveryTimeoutElapsed };
+                    Step::transition(next, admitted(next.generation(), true), transition)
+                }
+            },
             State::HalfOpen => {
                 let in_flight = self.in_flight();
                 if in_flight < limits.half_open_max_calls {
                     let next = Snapshot::half_open(generation, now, in_flight + 1, self.successes());
-                    (Some(next), admitted(generation, true), None)
+                    Step::write(next, admitted(generation, true))
                 } else if self.probes_expired(now, limits) {
                     // Every slot is held by a probe nobody has reported for the probe timeout:
                     // presume them lost (a leaked permit, a crashed process) and start a new round
                     // of probes. The new generation makes the lost permits stale.
                     let next = Snapshot::half_open(self.next_generation(), now, 1, 0);
-                    (Some(next), admitted(next.generation(), true), None)
+                    Step::write(next, admitted(next.generation(), true))
                 } else {
-                    (
-                        None,
-                        Admission::Rejected { state: State::HalfOpen, retry_after_ticks: Some(0) },
-                        None,
-                    )
+                    Step::stay(Admission::Rejected { state: State::HalfOpen, retry_after_ticks: Some(0) })
                 }
             }
         }
     }
 
     /// HALF_OPEN: whether the last probe was admitted at least the probe timeout ago. The stamp
-    /// is truncated to coarse units, so this is never early and at most two units late.
+    /// is truncated to coarse units, so this is never early and at most two units late. A stamp
+    /// ahead of the clock by more than the skew is not believed and counts as expired.
     fn probes_expired(self, now: u64, limits: &Limits) -> bool {
-        let now_units = (now >> COARSE_SHIFT) & ((1 << LAST_ADMIT_BITS) - 1);
-        now_units.saturating_sub(self.last_admit_units()) >= limits.probe_expiry_units
+        let last = self.last_admit_units();
+        let now_units = Self::units(now);
+        if last > Self::units(now.saturating_add(CLOCK_SKEW_TICKS)) {
+            return true;
+        }
+        now_units.saturating_sub(last) >= limits.probe_expiry_units
     }
 
     /// Whether an outcome reported on `ticket` still belongs to this word: same generation and
     /// the kind of slot this state hands out.
+    ///
+    /// ```
+    /// use cb_core::{Config, Snapshot};
+    /// let limits = Config::default().limits().unwrap();
+    /// let ticket = Snapshot::closed(3, 0).admit(|| 0, &limits).result.ticket().unwrap();
+    /// assert!(Snapshot::closed(3, 1).is_current(ticket));
+    /// assert!(!Snapshot::closed(4, 0).is_current(ticket)); // a reset came in between
+    /// ```
     pub fn is_current(self, ticket: Ticket) -> bool {
         self.generation() == ticket.generation
             && match self.stored_state() {
@@ -447,125 +653,101 @@ impl Snapshot {
     /// `now` is asked for only when the outcome opens the breaker.
     ///
     /// ```
-    /// use cb_core::{Admission, Config, Outcome, Snapshot, State};
+    /// use cb_core::{Config, Outcome, Snapshot, State};
     /// let limits = Config::default().failure_threshold(2).limits().unwrap();
-    /// let Admission::Admitted(ticket) = Snapshot::default().admit(|| 0, &limits).1 else { panic!() };
-    /// let (one, _) = Snapshot::default().record(ticket, Outcome::Failure, || 0, &limits);
-    /// let one = one.unwrap();
+    /// let ticket = Snapshot::default().admit(|| 0, &limits).result.ticket().unwrap();
+    /// let one = Snapshot::default().record(ticket, Outcome::Failure, || 0, &limits).next.unwrap();
     /// assert_eq!(one.failures(), 1);
-    /// let (two, transition) = one.record(ticket, Outcome::Failure, || 42, &limits);
-    /// assert_eq!(two.unwrap().opened_at(), Some(42));
-    /// assert_eq!(transition.unwrap().to, State::Open);
+    /// let step = one.record(ticket, Outcome::Failure, || 42, &limits);
+    /// assert_eq!(step.next.unwrap().opened_at(), Some(42));
+    /// assert_eq!(step.transition.unwrap().to, State::Open);
     /// // A success in CLOSED with no failures pending writes nothing.
-    /// assert_eq!(Snapshot::default().record(ticket, Outcome::Success, || 0, &limits).0, None);
+    /// assert_eq!(Snapshot::default().record(ticket, Outcome::Success, || 0, &limits).next, None);
     /// ```
     #[inline]
-    pub fn record(
-        self,
-        ticket: Ticket,
-        outcome: Outcome,
-        now: impl FnOnce() -> u64,
-        limits: &Limits,
-    ) -> (Option<Snapshot>, Option<Transition>) {
+    pub fn record(self, ticket: Ticket, outcome: Outcome, now: impl FnOnce() -> u64, limits: &Limits) -> Step {
         if self.ignores_quietly(outcome) {
-            return (None, None);
+            return Step::stay(());
         }
         self.record_slow(ticket, outcome, now, limits)
     }
 
     #[inline(never)]
-    fn record_slow(
-        self,
-        ticket: Ticket,
-        outcome: Outcome,
-        now: impl FnOnce() -> u64,
-        limits: &Limits,
-    ) -> (Option<Snapshot>, Option<Transition>) {
+    fn record_slow(self, ticket: Ticket, outcome: Outcome, now: impl FnOnce() -> u64, limits: &Limits) -> Step {
         if !self.is_current(ticket) {
-            return (None, None);
+            return Step::stay(());
         }
         let generation = self.generation();
         match (self.stored_state(), outcome) {
-            (State::Closed, Outcome::Success) if self.failures() == 0 => (None, None),
-            (State::Closed, Outcome::Success) => (Some(Snapshot::closed(generation, 0)), None),
+            (State::Closed, Outcome::Success) if self.failures() == 0 => Step::stay(()),
+            (State::Closed, Outcome::Success) => Step::write(Snapshot::closed(generation, 0), ()),
             (State::Closed, Outcome::Failure) => {
                 let failures = self.failures() + 1;
                 if failures >= limits.failure_threshold {
-                    let transition = Transition {
-                        from: State::Closed,
-                        to: State::Open,
-                        reason: Reason::FailureThreshold { failures },
-                    };
-                    (Some(Snapshot::open(self.next_generation(), now())), Some(transition))
+                    let reason = Reason::FailureThreshold { failures };
+                    let transition = Transition { from: State::Closed, to: State::Open, reason };
+                    Step::transition(Snapshot::open(self.next_generation(), now()), (), transition)
                 } else {
-                    (Some(Snapshot::closed(generation, failures)), None)
+                    Step::write(Snapshot::closed(generation, failures), ())
                 }
             }
             (State::HalfOpen, Outcome::Success) => {
                 let successes = self.successes() + 1;
                 if successes >= limits.success_threshold {
-                    let transition = Transition {
-                        from: State::HalfOpen,
-                        to: State::Closed,
-                        reason: Reason::ProbeSucceeded { successes },
-                    };
-                    (Some(Snapshot::closed(self.next_generation(), 0)), Some(transition))
+                    let reason = Reason::ProbeSucceeded { successes };
+                    let transition = Transition { from: State::HalfOpen, to: State::Closed, reason };
+                    Step::transition(Snapshot::closed(self.next_generation(), 0), (), transition)
                 } else {
-                    (Some(self.release_probe().with_successes(successes)), None)
+                    Step::write(self.release_probe().with_successes(successes), ())
                 }
             }
             (State::HalfOpen, Outcome::Failure) => {
-                let transition =
-                    Transition { from: State::HalfOpen, to: State::Open, reason: Reason::ProbeFailed };
-                (Some(Snapshot::open(self.next_generation(), now())), Some(transition))
+                let transition = Transition { from: State::HalfOpen, to: State::Open, reason: Reason::ProbeFailed };
+                Step::transition(Snapshot::open(self.next_generation(), now()), (), transition)
             }
-            (State::HalfOpen, Outcome::Ignored) => (Some(self.release_probe()), None),
+            (State::HalfOpen, Outcome::Ignored) => Step::write(self.release_probe(), ()),
             // CLOSED ignored, DISABLED anything: nothing to count.
-            _ => (None, None),
+            _ => Step::stay(()),
         }
-    }
-
-    /// HALF_OPEN: one probe fewer in flight (never below zero).
-    fn release_probe(self) -> Snapshot {
-        let in_flight = self.in_flight().saturating_sub(1);
-        Snapshot((self.0 & !(((1 << IN_FLIGHT_BITS) - 1) << IN_FLIGHT_SHIFT)) | (in_flight << IN_FLIGHT_SHIFT))
-    }
-
-    /// HALF_OPEN: the same word with another success count.
-    fn with_successes(self, successes: u64) -> Snapshot {
-        let successes = successes.min(u64::from(MAX_SUCCESS_THRESHOLD));
-        Snapshot((self.0 & !((1 << SUCCESS_BITS) - 1)) | successes)
     }
 
     /// Materialises an elapsed OPEN as HALF_OPEN with no probe in flight, so that the transition
-    /// a state read reports is also written and announced once. Nothing to do otherwise.
-    pub fn settle(self, now: u64, limits: &Limits) -> (Option<Snapshot>, Option<Transition>) {
-        if self.stored_state() == State::Open && self.state_at(now, limits) == State::HalfOpen {
-            let transition = Transition {
-                from: State::Open,
-                to: State::HalfOpen,
-                reason: Reason::RecoveryTimeoutElapsed,
-            };
-            (Some(Snapshot::half_open(self.next_generation(), now, 0, 0)), Some(transition))
-        } else {
-            (None, None)
+    /// a state read reports is also written and announced once. The result is the state a
+    /// caller sees at `now`.
+    ///
+    /// ```
+    /// use cb_core::{Config, Snapshot, State};
+    /// use std::time::Duration;
+    /// let limits = Config::default().recovery_timeout(Duration::from_secs(1)).limits().unwrap();
+    /// assert_eq!(Snapshot::open(0, 0).settle(500, &limits).result, State::Open);
+    /// let step = Snapshot::open(0, 0).settle(1_000, &limits);
+    /// assert_eq!((step.result, step.next.unwrap().in_flight()), (State::HalfOpen, 0));
+    /// ```
+    pub fn settle(self, now: u64, limits: &Limits) -> Step<State> {
+        match self.state_at(now, limits) {
+            State::HalfOpen if self.stored_state() == State::Open => {
+                let transition =
+                    Transition { from: State::Open, to: State::HalfOpen, reason: Reason::RecoveryTimeoutElapsed };
+                Step::transition(Snapshot::half_open(self.next_generation(), now, 0, 0), State::HalfOpen, transition)
+            }
+            state => Step::stay(state),
         }
     }
 
-    /// A manual command: the new word, and the transition if the visible state changes. Always
-    /// writes (a new generation), so permits from before the command are stale.
+    /// A manual command: always writes (a new generation, so permits from before the command are
+    /// stale), and is a transition if the visible state changes.
     ///
     /// ```
     /// use cb_core::{Command, Snapshot, State};
-    /// let (next, transition) = Snapshot::closed(0, 3).command(Command::Reset);
-    /// assert_eq!(next.failures(), 0);
-    /// assert_eq!(next.generation(), 1);
-    /// assert!(transition.is_none()); // CLOSED -> CLOSED is not a transition
-    /// let (next, transition) = next.command(Command::ForceOpen);
-    /// assert_eq!(next.stored_state(), State::ForcedOpen);
-    /// assert_eq!(transition.unwrap().from, State::Closed);
+    /// let step = Snapshot::closed(0, 3).command(Command::Reset);
+    /// let next = step.next.unwrap();
+    /// assert_eq!((next.failures(), next.generation()), (0, 1));
+    /// assert!(step.transition.is_none()); // CLOSED -> CLOSED is not a transition
+    /// let step = next.command(Command::ForceOpen);
+    /// assert_eq!(step.next.unwrap().stored_state(), State::ForcedOpen);
+    /// assert_eq!(step.transition.unwrap().from, State::Closed);
     /// ```
-    pub fn command(self, command: Command) -> (Snapshot, Option<Transition>) {
+    pub fn command(self, command: Command) -> Step {
         let generation = self.next_generation();
         let (next, reason) = match command {
             Command::Reset => (Snapshot::closed(generation, 0), Reason::Reset),
@@ -574,14 +756,18 @@ impl Snapshot {
         };
         // The state a reader saw: an elapsed OPEN was HALF_OPEN to them, but it was never
         // announced, so the transition starts from what was last announced (stored).
-        let from = self.stored_state();
-        let transition = (from != next.stored_state()).then_some(Transition { from, to: next.stored_state(), reason });
-        (next, transition)
+        let (from, to) = (self.stored_state(), next.stored_state());
+        if from == to {
+            Step::write(next, ())
+        } else {
+            Step::transition(next, (), Transition { from, to, reason })
+        }
     }
 }
 
 /// A manual control of the breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Command {
     /// Back to CLOSED with every count cleared.
     Reset,
@@ -595,14 +781,15 @@ impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Snapshot");
         d.field("state", &self.stored_state()).field("generation", &self.generation());
-        match self.stored_state() {
-            State::Closed => d.field("failures", &self.failures()),
-            State::Open => d.field("opened_at", &self.payload()),
-            State::HalfOpen => d
+        match self.tag() {
+            TAG_CLOSED => d.field("failures", &self.failures()),
+            TAG_OPEN => d.field("opened_at", &self.payload()),
+            TAG_HALF_OPEN => d
                 .field("in_flight", &self.in_flight())
                 .field("successes", &self.successes())
                 .field("last_admit_units", &self.last_admit_units()),
-            State::ForcedOpen | State::Disabled => &mut d,
+            TAG_FORCED_OPEN | TAG_DISABLED => &mut d,
+            _ => d.field("unknown_tag", &self.tag()).field("payload", &self.payload()),
         };
         d.finish()
     }

@@ -60,9 +60,10 @@ fn refs(py: Python<'_>) -> PyResult<&'static Refs> {
 /// The documented API knows three states; FORCED_OPEN reads as OPEN and DISABLED as CLOSED.
 fn state_name(state: State) -> &'static str {
     match state {
-        State::Closed | State::Disabled => "CLOSED",
         State::Open | State::ForcedOpen => "OPEN",
         State::HalfOpen => "HALF_OPEN",
+        // CLOSED, DISABLED, and any state a later core adds that admits calls.
+        _ => "CLOSED",
     }
 }
 
@@ -600,7 +601,7 @@ impl CircuitBreaker {
         match state {
             State::Closed => self.inner.snapshot().failures(),
             State::Open | State::HalfOpen => self.inner.config().failure_threshold,
-            State::ForcedOpen | State::Disabled => 0,
+            _ => 0,
         }
     }
 }

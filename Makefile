@@ -8,8 +8,9 @@ PYTHON ?= python3
 test: test-rust test-loom test-python
 
 test-rust:
-	cargo test --workspace --exclude circuit_breaker_py --release
+	cargo test --workspace --exclude circuit_breaker_py --release --features cb_core/shared-memory
 	cargo test -p cb_core --release --features tracing --test tracing_events
+	RUSTDOCFLAGS="-D warnings" cargo doc -p cb_core --no-deps --all-features
 
 # loom builds with its own cfg, so it gets its own target dir and never invalidates the normal one.
 test-loom:

@@ -112,13 +112,43 @@ impl Clock for CoarseClock {
 }
 
 struct CachedInner {
-    ticks: crossbeam_utils::CachePadded<StdAtomicU64>,
+    line: crossbeam_utils::CachePadded<CachedLine>,
     stop: AtomicBool,
+    interval: Duration,
 }
+
+/// What every reading loads, on one cache line.
+struct CachedLine {
+    ticks: StdAtomicU64,
+    /// The process's fork count when the ticker was (re)started in it.
+    forks: StdAtomicU64,
+}
+
+/// Forks of this process so far, bumped in the child by a `pthread_atfork` handler (one atomic
+/// add: async-signal-safe). A child has no ticker thread: a clock that sees the count change
+/// starts a new one.
+static FORKS: StdAtomicU64 = StdAtomicU64::new(0);
+
+#[cfg(unix)]
+fn watch_forks() {
+    extern "C" fn in_child() {
+        FORKS.fetch_add(1, StdOrdering::Relaxed);
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a handler that only does an atomic add, which is safe in a forked child.
+    ONCE.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(in_child));
+    });
+}
+
+#[cfg(not(unix))]
+fn watch_forks() {}
 
 /// A clock read from memory, kept fresh by a background thread that stores
 /// [`MonotonicClock`]'s reading every `interval`. The cheapest clock; opt-in because it costs a
-/// thread. The thread stops when the last clone of the clock is dropped.
+/// thread. The thread stops when the last clone of the clock is dropped. In a child made by
+/// `fork()` (which copies no threads) the first reading restarts the ticker, so the clock keeps
+/// moving in pre-forked workers too.
 ///
 /// ```
 /// use cb_core::{CachedClock, Clock};
@@ -146,28 +176,57 @@ impl Drop for TickerOwner {
 impl CachedClock {
     /// Starts the ticker thread. A reading is at most `interval` (plus scheduling delay) behind.
     pub fn start(interval: Duration) -> Self {
+        watch_forks();
         let inner = Arc::new(CachedInner {
-            ticks: crossbeam_utils::CachePadded::new(StdAtomicU64::new(MonotonicClock.now())),
+            line: crossbeam_utils::CachePadded::new(CachedLine {
+                ticks: StdAtomicU64::new(MonotonicClock.now()),
+                forks: StdAtomicU64::new(FORKS.load(StdOrdering::Relaxed)),
+            }),
             stop: AtomicBool::new(false),
+            interval,
         });
-        let ticker = Arc::clone(&inner);
-        thread::Builder::new()
-            .name("cb-clock-ticker".into())
-            .spawn(move || {
-                while !ticker.stop.load(StdOrdering::Relaxed) {
-                    ticker.ticks.store(MonotonicClock.now(), StdOrdering::Relaxed);
-                    thread::sleep(interval);
-                }
-            })
-            .expect("spawning the clock ticker thread");
+        spawn_ticker(Arc::clone(&inner));
         CachedClock { _owner: Arc::new(TickerOwner(Arc::clone(&inner))), inner }
     }
+
+    /// The first reading in a forked child: start this process's ticker (once, whichever thread
+    /// gets here first) and read the real clock meanwhile.
+    #[cold]
+    #[inline(never)]
+    fn restart_after_fork(&self) -> u64 {
+        let now = MonotonicClock.now();
+        let line = &self.inner.line;
+        let seen = line.forks.load(StdOrdering::Relaxed);
+        let forks = FORKS.load(StdOrdering::Relaxed);
+        if seen != forks && line.forks.compare_exchange(seen, forks, StdOrdering::AcqRel, StdOrdering::Relaxed).is_ok() {
+            line.ticks.store(now, StdOrdering::Relaxed);
+            spawn_ticker(Arc::clone(&self.inner));
+        }
+        now
+    }
+}
+
+fn spawn_ticker(ticker: Arc<CachedInner>) {
+    thread::Builder::new()
+        .name("cb-clock-ticker".into())
+        .spawn(move || {
+            while !ticker.stop.load(StdOrdering::Relaxed) {
+                ticker.line.ticks.store(MonotonicClock.now(), StdOrdering::Relaxed);
+                thread::sleep(ticker.interval);
+            }
+        })
+        .expect("spawning the clock ticker thread");
 }
 
 impl Clock for CachedClock {
     #[inline]
     fn now(&self) -> u64 {
-        self.inner.ticks.load(StdOrdering::Relaxed)
+        let line = &self.inner.line;
+        if line.forks.load(StdOrdering::Relaxed) == FORKS.load(StdOrdering::Relaxed) {
+            line.ticks.load(StdOrdering::Relaxed)
+        } else {
+            self.restart_after_fork()
+        }
     }
 }
 

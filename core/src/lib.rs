@@ -47,6 +47,8 @@ mod clock;
 mod config;
 mod loom;
 mod metrics;
+#[cfg(all(unix, feature = "shared-memory"))]
+pub mod shared;
 mod store;
 pub mod word;
 
@@ -56,6 +58,8 @@ pub use breaker::{CallError, CircuitBreaker, Permit, Rejected};
 pub use clock::{CachedClock, Clock, CoarseClock, DefaultClock, ManualClock, MonotonicClock};
 pub use config::{Config, ConfigError, MAX_TIMEOUT};
 pub use metrics::{Counters, Metrics, NoMetrics, Totals, STRIPES};
+#[cfg(all(unix, feature = "shared-memory"))]
+pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, SharedSlot, SlotWord};
 pub use store::{LocalWord, Store};
 pub use word::{Admission, Command, Limits, Outcome, Snapshot, Step, Ticket};
 

@@ -5,7 +5,10 @@
 //! slots. Two threads on the closed path therefore never write the same cache line, and the state
 //! word is not written at all. [`NoMetrics`] compiles every hook to nothing.
 
+use std::any::Any;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
@@ -56,8 +59,17 @@ impl Metrics for NoMetrics {
 /// usually hammered from.
 pub const STRIPES: usize = 16;
 
-const NEVER: u64 = u64::MAX;
+/// A stamp of 0 means "never"; any other value is the tick plus one, so that an all-zero block
+/// (fresh memory, a new shared-memory slot) reads as a breaker nothing has happened to.
+fn stamp(tick: u64) -> u64 {
+    tick.saturating_add(1)
+}
 
+fn unstamp(stamp: u64) -> Option<u64> {
+    stamp.checked_sub(1)
+}
+
+#[repr(C)]
 #[derive(Default)]
 struct Stripe {
     successes: AtomicU64,
@@ -66,7 +78,23 @@ struct Stripe {
     rejections: AtomicU64,
 }
 
-/// Totals since creation (a `reset` does not clear them), striped per thread; see the [module docs](self).
+/// Every counter of one breaker, as plain atomics with no pointers: valid when all-zero, and the
+/// same bytes whether it lives on the heap or in a shared-memory slot.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct CounterBlock {
+    stripes: [CachePadded<Stripe>; STRIPES],
+    opened: CachePadded<AtomicU64>,
+    last_failure: AtomicU64,
+    last_change: AtomicU64,
+    successes_at_reset: AtomicU64,
+    failures_at_reset: AtomicU64,
+}
+
+/// Totals since creation (a `reset` does not clear them), striped per thread: each thread adds
+/// to one of [`STRIPES`] cache-padded slots picked once per thread, and a read sums the slots, so
+/// two threads on the closed path never write the same cache line. A breaker shared through
+/// memory keeps its counters in its slot, so every process adds to and reads the same totals.
 ///
 /// ```
 /// use cb_core::CircuitBreaker;
@@ -77,25 +105,36 @@ struct Stripe {
 /// assert_eq!((totals.successes, totals.failures), (1, 1));
 /// ```
 pub struct Counters {
-    stripes: Box<[CachePadded<Stripe>]>,
-    opened: CachePadded<AtomicU64>,
-    last_failure: AtomicU64,
-    last_change: AtomicU64,
+    block: NonNull<CounterBlock>,
+    /// What keeps the block alive: `None` for a block this value allocated (and frees), or the
+    /// shared-memory mapping the block lives in.
+    owner: Option<Arc<dyn Any + Send + Sync>>,
 }
+
+// SAFETY: the block is only accessed through shared references to atomics, and it lives as long
+// as this value (allocated by it, or kept alive by `owner`).
+unsafe impl Send for Counters {}
+// SAFETY: as above; every access is an atomic operation.
+unsafe impl Sync for Counters {}
 
 impl Default for Counters {
     fn default() -> Self {
-        Counters {
-            stripes: (0..STRIPES).map(|_| CachePadded::new(Stripe::default())).collect(),
-            opened: CachePadded::new(AtomicU64::new(0)),
-            last_failure: AtomicU64::new(NEVER),
-            last_change: AtomicU64::new(NEVER),
+        Counters { block: NonNull::from(Box::leak(Box::<CounterBlock>::default())), owner: None }
+    }
+}
+
+impl Drop for Counters {
+    fn drop(&mut self) {
+        if self.owner.is_none() {
+            // SAFETY: allocated by `Default` through a Box and never freed elsewhere.
+            drop(unsafe { Box::from_raw(self.block.as_ptr()) });
         }
     }
 }
 
 /// A sum of [`Counters`] read at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Totals {
     /// Calls that reported success.
     pub successes: u64,
@@ -112,37 +151,101 @@ pub struct Totals {
 fn stripe_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+        // Processes sharing a slot each start counting threads at zero; the process id spreads
+        // their first threads over different stripes.
+        static INDEX: usize = (NEXT.fetch_add(1, Ordering::Relaxed) + std::process::id() as usize) % STRIPES;
     }
     INDEX.with(|i| *i)
 }
 
 impl Counters {
-    #[inline]
-    fn stripe(&self) -> &Stripe {
-        &self.stripes[stripe_index()]
+    /// Counters kept in `block`, which `owner` keeps alive (a shared-memory mapping).
+    ///
+    /// # Safety
+    /// `block` must point to a `CounterBlock` that stays valid, and is only accessed atomically,
+    /// for as long as `owner` lives.
+    #[cfg_attr(not(all(unix, feature = "shared-memory")), allow(dead_code))]
+    pub(crate) unsafe fn in_place(block: NonNull<CounterBlock>, owner: Arc<dyn Any + Send + Sync>) -> Self {
+        Counters { block, owner: Some(owner) }
     }
 
-    /// Sums every stripe. Concurrent calls may or may not be included.
+    #[inline(always)]
+    fn block(&self) -> &CounterBlock {
+        // SAFETY: see the type's Send/Sync argument: the block outlives `self`.
+        unsafe { self.block.as_ref() }
+    }
+
+    #[inline]
+    fn stripe(&self) -> &Stripe {
+        &self.block().stripes[stripe_index()]
+    }
+
+    /// Sums every stripe. Concurrent calls may or may not be included. Sums saturate: a block in
+    /// shared memory may hold anything.
+    ///
+    /// ```
+    /// let counters = cb_core::Counters::default();
+    /// assert_eq!(counters.totals().successes, 0);
+    /// ```
     pub fn totals(&self) -> Totals {
-        let mut t = Totals { opened: self.opened.load(Ordering::Relaxed), ..Totals::default() };
-        for s in self.stripes.iter() {
-            t.successes += s.successes.load(Ordering::Relaxed);
-            t.failures += s.failures.load(Ordering::Relaxed);
-            t.ignored += s.ignored.load(Ordering::Relaxed);
-            t.rejections += s.rejections.load(Ordering::Relaxed);
+        let b = self.block();
+        let mut t = Totals { opened: b.opened.load(Ordering::Relaxed), ..Totals::default() };
+        for s in b.stripes.iter() {
+            t.successes = t.successes.saturating_add(s.successes.load(Ordering::Relaxed));
+            t.failures = t.failures.saturating_add(s.failures.load(Ordering::Relaxed));
+            t.ignored = t.ignored.saturating_add(s.ignored.load(Ordering::Relaxed));
+            t.rejections = t.rejections.saturating_add(s.rejections.load(Ordering::Relaxed));
         }
         t
     }
 
     /// The tick of the last reported failure, if any.
+    ///
+    /// ```
+    /// assert_eq!(cb_core::Counters::default().last_failure_tick(), None);
+    /// ```
     pub fn last_failure_tick(&self) -> Option<u64> {
-        Some(self.last_failure.load(Ordering::Relaxed)).filter(|&t| t != NEVER)
+        unstamp(self.block().last_failure.load(Ordering::Relaxed))
     }
 
     /// The tick of the last state change, if any.
+    ///
+    /// ```
+    /// assert_eq!(cb_core::Counters::default().last_change_tick(), None);
+    /// ```
     pub fn last_change_tick(&self) -> Option<u64> {
-        Some(self.last_change.load(Ordering::Relaxed)).filter(|&t| t != NEVER)
+        unstamp(self.block().last_change.load(Ordering::Relaxed))
+    }
+
+    /// Remembers the totals now as the start of a new count (what `reset` does for the counts a
+    /// report shows "since the last reset"). The totals themselves are kept.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Outcome};
+    /// let breaker = CircuitBreaker::new(Default::default()).unwrap();
+    /// breaker.admit().unwrap().success();
+    /// breaker.metrics().mark_reset();
+    /// breaker.admit().unwrap().success();
+    /// assert_eq!(breaker.metrics().since_reset().successes, 1);
+    /// assert_eq!(breaker.metrics().totals().successes, 2);
+    /// ```
+    pub fn mark_reset(&self) {
+        let t = self.totals();
+        let b = self.block();
+        b.successes_at_reset.store(t.successes, Ordering::Relaxed);
+        b.failures_at_reset.store(t.failures, Ordering::Relaxed);
+    }
+
+    /// Successes and failures since the last [`Counters::mark_reset`] (the other fields are the
+    /// totals).
+    pub fn since_reset(&self) -> Totals {
+        let t = self.totals();
+        let b = self.block();
+        Totals {
+            successes: t.successes.saturating_sub(b.successes_at_reset.load(Ordering::Relaxed)),
+            failures: t.failures.saturating_sub(b.failures_at_reset.load(Ordering::Relaxed)),
+            ..t
+        }
     }
 }
 
@@ -157,7 +260,7 @@ impl Metrics for Counters {
     #[inline]
     fn on_failure(&self, now: u64) {
         self.stripe().failures.fetch_add(1, Ordering::Relaxed);
-        self.last_failure.store(now, Ordering::Relaxed);
+        self.block().last_failure.store(stamp(now), Ordering::Relaxed);
     }
 
     #[inline]
@@ -172,9 +275,9 @@ impl Metrics for Counters {
 
     fn on_transition(&self, transition: &Transition, now: u64) {
         if matches!(transition.to, State::Open | State::ForcedOpen) {
-            self.opened.fetch_add(1, Ordering::Relaxed);
+            self.block().opened.fetch_add(1, Ordering::Relaxed);
         }
-        self.last_change.store(now, Ordering::Relaxed);
+        self.block().last_change.store(stamp(now), Ordering::Relaxed);
     }
 }
 

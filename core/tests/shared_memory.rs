@@ -1,0 +1,640 @@
+//! The shared-memory store with real processes: children of this test binary (re-run with
+//! `CB_SHM_ROLE` set, entering through `child_entry`) hammer one slot, trip it, probe it and are
+//! killed; and every way a region file can be foreign, insecure, stale or corrupt.
+#![cfg(all(unix, feature = "shared-memory"))]
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cb_core::{
+    CachedClock, CircuitBreaker, Clock, Config, Outcome, RegionError, RegionOptions, SharedRegion, State,
+    Transition,
+};
+
+/// A fresh directory for one test's files, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("cb-shm-{tag}-{}-{}", std::process::id(), nanos()));
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn nanos() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+}
+
+fn open(path: &Path) -> SharedRegion {
+    SharedRegion::open(&RegionOptions::new().path(path)).unwrap()
+}
+
+/// Atomics that several processes can update: a small mapped file.
+struct Scratch {
+    map: memmap2::MmapRaw,
+}
+
+impl Scratch {
+    fn new(path: &Path) -> Self {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).unwrap();
+        file.set_len(4096).unwrap();
+        Scratch { map: memmap2::MmapRaw::map_raw(&file).unwrap() }
+    }
+
+    fn at(&self, i: usize) -> &AtomicU64 {
+        assert!(i < 512);
+        // SAFETY: the mapping is 4096 bytes, page-aligned, so every 8-byte slot is in bounds and
+        // aligned; other processes only touch it atomically.
+        unsafe { &*self.map.as_mut_ptr().cast::<AtomicU64>().add(i) }
+    }
+}
+
+fn spawn_child(role: &str, env: &[(&str, String)]) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_entry", "--nocapture", "--test-threads", "1"])
+        .env("CB_SHM_ROLE", role)
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// The `RESULT <value>` markers a child printed, once it has exited successfully (libtest may
+/// print its own `test child_entry ... ` before them on the same line).
+fn results(child: Child) -> Vec<u64> {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "child failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once("RESULT ").map(|(_, v)| v))
+        .map(|v| v.trim().parse().unwrap())
+        .collect()
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn config_from_env() -> Config {
+    let n = |k: &str| env(k).parse::<u64>().unwrap();
+    Config::default()
+        .failure_threshold(n("CB_THRESHOLD"))
+        .recovery_timeout(Duration::from_millis(n("CB_RECOVERY_MS")))
+        .half_open_max_calls(n("CB_MAX_CALLS"))
+        .probe_timeout(Duration::from_millis(n("CB_PROBE_MS")))
+}
+
+/// The children's `main`: does nothing unless this binary was started by `spawn_child`.
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var("CB_SHM_ROLE") else { return };
+    let region = open(Path::new(&env("CB_REGION")));
+    let threads: usize = env("CB_THREADS").parse().unwrap();
+    let calls: u64 = env("CB_CALLS").parse().unwrap();
+    let go = PathBuf::from(env("CB_GO"));
+    match role.as_str() {
+        // Failures only, never reaching the threshold: the word itself counts them, so a lost
+        // update anywhere shows.
+        "fail" => {
+            let breaker = Arc::new(region.breaker("failing", config_from_env()).unwrap());
+            wait_for(&go);
+            run_threads(threads, |_| {
+                for _ in 0..calls {
+                    let _ = breaker.call(|| Err::<(), _>(()));
+                }
+            });
+        }
+        // Alternating successes and failures below the threshold: counts only.
+        "count" => {
+            let breaker = Arc::new(region.breaker("counted", config_from_env()).unwrap());
+            wait_for(&go);
+            run_threads(threads, |_| {
+                for i in 0..calls {
+                    let _ = breaker.call(|| if i % 2 == 0 { Ok(()) } else { Err(()) });
+                }
+            });
+        }
+        // Everyone fails at once: report how many OPEN transitions this process announced.
+        "trip" => {
+            let opened = Arc::new(AtomicU64::new(0));
+            let seen = Arc::clone(&opened);
+            let slot = region.attach("tripped", &config_from_env()).unwrap();
+            let breaker = Arc::new(
+                CircuitBreaker::with_store(config_from_env(), cb_core::DefaultClock::default(), slot.counters(), slot.word())
+                    .unwrap()
+                    .on_transition(move |t: &Transition| {
+                        if t.to == State::Open {
+                            seen.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }),
+            );
+            wait_for(&go);
+            run_threads(threads, |_| {
+                for _ in 0..calls {
+                    let _ = breaker.call(|| Err::<(), _>(()));
+                }
+            });
+            println!("RESULT {}", opened.load(Ordering::Relaxed));
+        }
+        // HALF_OPEN for good (probes report Ignored): every thread runs `calls` probes, racing
+        // the others for each freed slot, and the scratch file tracks how many run at once.
+        "probe" => {
+            let scratch = Scratch::new(Path::new(&env("CB_SCRATCH")));
+            let breaker = Arc::new(region.breaker("probed", config_from_env()).unwrap());
+            wait_for(&go);
+            let admitted = AtomicU64::new(0);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            run_threads(threads, |_| {
+                let mut mine = 0;
+                while mine < calls && Instant::now() < deadline {
+                    let Ok(permit) = breaker.admit() else { continue };
+                    mine += 1;
+                    assert!(permit.is_probe());
+                    admitted.fetch_add(1, Ordering::Relaxed);
+                    let running = scratch.at(0).fetch_add(1, Ordering::SeqCst) + 1;
+                    scratch.at(1).fetch_max(running, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_micros(50));
+                    scratch.at(0).fetch_sub(1, Ordering::SeqCst);
+                    permit.ignore();
+                }
+            });
+            println!("RESULT {}", admitted.load(Ordering::Relaxed));
+        }
+        // Take the one probe slot and hang until killed.
+        "hold-probe" => {
+            let breaker = region.breaker("held", config_from_env()).unwrap();
+            let permit = breaker.admit().expect("the probe slot is free");
+            assert!(permit.is_probe());
+            println!("PROBING");
+            std::io::stdout().flush().unwrap();
+            std::thread::sleep(Duration::from_secs(600));
+            drop(permit);
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn run_threads(threads: usize, work: impl Fn(usize) + Sync) {
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let work = &work;
+            s.spawn(move || work(t));
+        }
+    });
+}
+
+struct Fleet {
+    dir: TempDir,
+    region: PathBuf,
+    go: PathBuf,
+}
+
+impl Fleet {
+    fn new(tag: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let region = dir.path("region");
+        let go = dir.path("go");
+        Fleet { dir, region, go }
+    }
+
+    fn spawn(&self, role: &str, processes: usize, threads: usize, calls: u64, config: [(&str, u64); 4]) -> Vec<Child> {
+        let mut env = vec![
+            ("CB_REGION", self.region.display().to_string()),
+            ("CB_GO", self.go.display().to_string()),
+            ("CB_SCRATCH", self.dir.path("scratch").display().to_string()),
+            ("CB_THREADS", threads.to_string()),
+            ("CB_CALLS", calls.to_string()),
+        ];
+        env.extend(config.iter().map(|(k, v)| (*k, v.to_string())));
+        (0..processes).map(|_| spawn_child(role, &env)).collect()
+    }
+
+    fn go(&self) {
+        fs::write(&self.go, b"go").unwrap();
+    }
+}
+
+fn config_env(threshold: u64, recovery_ms: u64, max_calls: u64, probe_ms: u64) -> [(&'static str, u64); 4] {
+    [("CB_THRESHOLD", threshold), ("CB_RECOVERY_MS", recovery_ms), ("CB_MAX_CALLS", max_calls), ("CB_PROBE_MS", probe_ms)]
+}
+
+#[test]
+fn processes_hammering_one_slot_keep_exact_counts() {
+    let fleet = Fleet::new("count");
+    let (processes, threads, calls) = (4, 2, 20_000u64);
+    let children = fleet.spawn("count", processes, threads, calls, config_env(u64::from(u32::MAX), 60_000, 1, 60_000));
+    fleet.go();
+    children.into_iter().for_each(|c| drop(results(c)));
+    let region = open(&fleet.region);
+    let breaker = region.breaker("counted", Config::default()).unwrap();
+    let totals = breaker.metrics().totals();
+    let each = processes as u64 * threads as u64 * calls / 2;
+    assert_eq!((totals.successes, totals.failures, totals.rejections), (each, each, 0));
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[test]
+fn concurrent_failures_across_processes_lose_no_update_of_the_word() {
+    let fleet = Fleet::new("fail");
+    let (processes, threads, calls) = (4, 2, 20_000u64);
+    let children = fleet.spawn("fail", processes, threads, calls, config_env(u64::from(u32::MAX), 60_000, 1, 60_000));
+    fleet.go();
+    children.into_iter().for_each(|c| drop(results(c)));
+    let breaker = open(&fleet.region).breaker("failing", Config::default()).unwrap();
+    let all = processes as u64 * threads as u64 * calls;
+    assert_eq!(breaker.snapshot().failures(), all, "consecutive failures counted in the shared word");
+    assert_eq!(breaker.metrics().totals().failures, all);
+}
+
+#[test]
+fn concurrent_failures_across_processes_open_exactly_once() {
+    for round in 0..3 {
+        let fleet = Fleet::new(&format!("trip{round}"));
+        let (processes, threads, calls) = (4, 2, 200u64);
+        let children = fleet.spawn("trip", processes, threads, calls, config_env(50, 600_000, 1, 60_000));
+        fleet.go();
+        let opened: u64 = children.into_iter().map(|c| results(c).iter().sum::<u64>()).sum();
+        assert_eq!(opened, 1, "OPEN announced {opened} times across processes");
+        let breaker = open(&fleet.region).breaker("tripped", Config::default().failure_threshold(50)).unwrap();
+        let totals = breaker.metrics().totals();
+        assert_eq!(totals.opened, 1);
+        assert_eq!(totals.failures + totals.rejections, processes as u64 * threads as u64 * calls);
+        assert!(totals.failures >= 50);
+        assert_eq!(breaker.state(), State::Open);
+    }
+}
+
+#[test]
+fn half_open_probe_limit_is_exact_across_processes() {
+    const MAX_CALLS: u64 = 3;
+    let fleet = Fleet::new("probe");
+    let config = Config::default().failure_threshold(1).recovery_timeout(Duration::ZERO).half_open_max_calls(MAX_CALLS);
+    // Trip it before the children start: with a zero recovery timeout it is HALF_OPEN at once.
+    let region = open(&fleet.region);
+    let breaker = region.breaker("probed", config).unwrap();
+    breaker.admit().unwrap().failure();
+    let scratch = Scratch::new(&fleet.dir.path("scratch"));
+    let (processes, threads, probes) = (4, 2, 300);
+    let children = fleet.spawn("probe", processes, threads, probes, config_env(1, 0, MAX_CALLS, 60_000));
+    fleet.go();
+    let admitted: u64 = children.into_iter().map(|c| results(c).iter().sum::<u64>()).sum();
+    let peak = scratch.at(1).load(Ordering::SeqCst);
+    assert_eq!(peak, MAX_CALLS, "at most {MAX_CALLS} probes may run at once; {admitted} admitted in all");
+    assert_eq!(admitted, processes as u64 * threads as u64 * probes, "every thread ran its probes");
+    assert_eq!(breaker.snapshot().in_flight(), 0);
+}
+
+#[test]
+fn a_killed_prober_frees_its_slot_after_the_probe_timeout() {
+    let fleet = Fleet::new("kill");
+    let probe_ms = 1_000;
+    let config = Config::default()
+        .failure_threshold(1)
+        .recovery_timeout(Duration::ZERO)
+        .probe_timeout(Duration::from_millis(probe_ms));
+    let region = open(&fleet.region);
+    let breaker = region.breaker("held", config).unwrap();
+    breaker.admit().unwrap().failure();
+    let mut child = fleet.spawn("hold-probe", 1, 1, 1, config_env(1, 0, 1, probe_ms)).pop().unwrap();
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    while !line.contains("PROBING") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the child exited before probing");
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+    child.wait().unwrap();
+    let killed = Instant::now();
+    assert_eq!(breaker.admit().unwrap_err().state(), State::HalfOpen, "the dead child's probe holds the slot");
+    let admitted = loop {
+        if let Ok(permit) = breaker.admit() {
+            break permit;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "the slot was never recovered");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let waited = killed.elapsed();
+    assert!(admitted.is_probe());
+    // Never early; checked in 1.024 s units, so up to about two units late.
+    assert!(waited >= Duration::from_millis(probe_ms) - Duration::from_millis(50), "recovered after only {waited:?}");
+    assert!(waited < Duration::from_millis(probe_ms + 3_000), "recovered only after {waited:?}");
+    assert_eq!(admitted.record(Outcome::Success).unwrap().to, State::Closed);
+}
+
+#[test]
+fn a_forked_child_shares_the_breaker_and_its_cached_clock_keeps_ticking() {
+    let dir = TempDir::new("fork");
+    let region = open(&dir.path("region"));
+    let clock = CachedClock::start(Duration::from_millis(1));
+    let slot = region.attach("forked", &Config::default().failure_threshold(1)).unwrap();
+    let breaker = CircuitBreaker::with_store(Config::default().failure_threshold(1), clock.clone(), slot.counters(), slot.word()).unwrap();
+    // SAFETY: the child only runs Rust code that is fine after fork (the allocator and thread
+    // creation work in a forked child with glibc) and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let before = clock.now();
+        std::thread::sleep(Duration::from_millis(50));
+        let moved = clock.now() > before + 20;
+        std::thread::sleep(Duration::from_millis(20));
+        let still_moving = clock.now() > before + 50;
+        let _ = breaker.call(|| Err::<(), _>(()));
+        let code = if moved && still_moving && breaker.state() == State::Open { 0 } else { 1 };
+        // SAFETY: ends the child without running the parent's test harness teardown.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child we forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the child's clock froze or its failure was not shared: {status}");
+    assert_eq!(breaker.state(), State::Open, "the child's failure opened the parent's breaker");
+}
+
+// ----- one process: the region file -----
+
+#[test]
+fn attaching_never_resets_and_every_mapping_sees_one_state() {
+    let dir = TempDir::new("attach");
+    let config = Config::default().failure_threshold(2).recovery_timeout(Duration::from_secs(600));
+    let a = open(&dir.path("region")).breaker("quotes", config).unwrap();
+    let _ = a.call(|| Err::<(), _>(()));
+    let _ = a.call(|| Err::<(), _>(()));
+    assert_eq!(a.state(), State::Open);
+    let b = open(&dir.path("region")).breaker("quotes", config).unwrap();
+    assert_eq!(b.state(), State::Open, "attaching must not reset the word");
+    assert_eq!(b.metrics().totals().failures, 2);
+    assert!(b.admit().is_err());
+    b.reset();
+    assert_eq!(a.state(), State::Closed, "a reset anywhere closes it everywhere");
+    b.force_open();
+    assert_eq!(a.admit().unwrap_err().state(), State::ForcedOpen);
+    let other = open(&dir.path("region")).breaker("other", config).unwrap();
+    assert_eq!(other.state(), State::Closed, "names have slots of their own");
+    assert_eq!(open(&dir.path("region")).names().unwrap().len(), 2);
+    let elsewhere = open(&dir.path("elsewhere")).breaker("quotes", config).unwrap();
+    assert_eq!(elsewhere.state(), State::Closed, "another file is another region");
+}
+
+#[test]
+fn a_new_region_is_private_to_its_user_unless_a_mode_is_given() {
+    let dir = TempDir::new("mode");
+    open(&dir.path("private"));
+    assert_eq!(fs::metadata(dir.path("private")).unwrap().permissions().mode() & 0o777, 0o600);
+    SharedRegion::open(&RegionOptions::new().path(dir.path("group")).mode(0o660)).unwrap();
+    assert_eq!(fs::metadata(dir.path("group")).unwrap().permissions().mode() & 0o777, 0o660);
+    for mode in [0o400, 0o1600, 0o200] {
+        let err = SharedRegion::open(&RegionOptions::new().path(dir.path("bad")).mode(mode)).unwrap_err();
+        assert!(matches!(err, RegionError::BadOption { option: "mode", .. }), "{err}");
+    }
+    for capacity in [0, cb_core::shared::MAX_CAPACITY + 1] {
+        let err = SharedRegion::open(&RegionOptions::new().path(dir.path("bad")).capacity(capacity)).unwrap_err();
+        assert!(err.to_string().starts_with("capacity must be in 1..="), "{err}");
+    }
+    assert!(!dir.path("bad").exists());
+}
+
+#[test]
+fn foreign_and_insecure_files_are_refused_and_left_alone() {
+    let dir = TempDir::new("foreign");
+    let path = dir.path("notes.txt");
+    fs::write(&path, b"my precious notes").unwrap();
+    let err = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap_err();
+    assert!(matches!(err, RegionError::NotARegion { .. }), "{err}");
+    assert!(err.to_string().contains("not a circuit breaker region"));
+    assert_eq!(fs::read(&path).unwrap(), b"my precious notes");
+
+    let real = dir.path("real");
+    open(&real);
+    let link = dir.path("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let err = SharedRegion::open(&RegionOptions::new().path(&link)).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o666)).unwrap();
+    let err = SharedRegion::open(&RegionOptions::new().path(&real)).unwrap_err();
+    assert!(matches!(err, RegionError::Insecure { .. }) && err.to_string().contains("writable by every user"), "{err}");
+    SharedRegion::open(&RegionOptions::new().path(&real).allow_foreign(true)).expect("allowed explicitly");
+
+    let dir_path = dir.path("a-directory");
+    fs::create_dir(&dir_path).unwrap();
+    assert!(SharedRegion::open(&RegionOptions::new().path(&dir_path)).is_err());
+}
+
+#[test]
+fn a_region_owned_by_another_user_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("needs root to give a file to another user; CI runs as root");
+        return;
+    }
+    let dir = TempDir::new("owner");
+    let path = dir.path("region");
+    open(&path);
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: chown of a file we made, to uid/gid 65534 (nobody).
+    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65_534, 65_534) }, 0);
+    let err = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap_err();
+    assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    SharedRegion::open(&RegionOptions::new().path(&path).allow_foreign(true)).expect("allowed explicitly");
+}
+
+/// Offsets of header fields this test rewrites (see `HeaderFields` in core/src/shared.rs).
+const VERSION_AT: u64 = 8;
+const BOOT_ID_AT: u64 = 32;
+const CHECKSUM_AT: u64 = 88;
+const READY_AT: u64 = 96;
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Rewrites bytes of the header; `fix_checksum` recomputes the checksum as a writer would.
+fn patch(path: &Path, at: u64, bytes: &[u8], fix_checksum: bool) {
+    let file = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    file.write_at(bytes, at).unwrap();
+    if fix_checksum {
+        let mut fields = [0u8; CHECKSUM_AT as usize];
+        file.read_exact_at(&mut fields, 0).unwrap();
+        file.write_at(&fnv1a(&[&fields[..], &[0u8; 8]].concat()).to_ne_bytes(), CHECKSUM_AT).unwrap();
+    }
+}
+
+#[test]
+fn stale_regions_of_ours_are_replaced_with_a_reason() {
+    type Spoil = fn(&Path);
+    let cases: [(&str, Spoil, &str); 7] = [
+        ("version", |p| patch(p, VERSION_AT, &99u32.to_ne_bytes(), true), "layout version 99"),
+        ("reboot", |p| patch(p, BOOT_ID_AT, b"00000000-0000-0000-0000-000000000000", true), "before the last reboot"),
+        ("checksum", |p| patch(p, BOOT_ID_AT, b"x", false), "checksum"),
+        ("unfinished", |p| patch(p, READY_AT, &0u32.to_ne_bytes(), false), "never finished"),
+        ("truncated", |p| OpenOptions::new().write(true).open(p).unwrap().set_len(5_000).unwrap(), "5000 bytes"),
+        ("short", |p| OpenOptions::new().write(true).open(p).unwrap().set_len(40).unwrap(), "truncated"),
+        ("empty", |p| OpenOptions::new().write(true).open(p).unwrap().set_len(0).unwrap(), "empty"),
+    ];
+    for (what, spoil, reason) in cases {
+        let dir = TempDir::new(what);
+        let path = dir.path("region");
+        let old = open(&path);
+        let old_breaker = old.breaker("kept", Config::default().failure_threshold(1)).unwrap();
+        old_breaker.force_open();
+        spoil(&path);
+        let new = open(&path);
+        let recreated = new.recreated().unwrap_or_else(|| panic!("{what}: not replaced"));
+        assert!(recreated.contains(reason), "{what}: {recreated}");
+        let fresh = new.breaker("kept", Config::default()).unwrap();
+        assert_eq!(fresh.state(), State::Closed, "{what}: the new region starts clean");
+        assert_eq!(open(&path).recreated(), None, "{what}: the replacement is valid");
+        // A process still mapping the old file keeps a valid mapping (no SIGBUS, state intact),
+        // unless the old file itself was cut short under it, which nothing can make safe.
+        if !["truncated", "short", "empty"].contains(&what) {
+            assert_eq!(old_breaker.state(), State::ForcedOpen, "{what}");
+        }
+    }
+}
+
+#[test]
+fn slots_validate_names_and_a_full_region_says_how_to_grow() {
+    let dir = TempDir::new("full");
+    let region = SharedRegion::open(&RegionOptions::new().path(dir.path("region")).capacity(3)).unwrap();
+    assert!(matches!(region.attach("", &Config::default()), Err(RegionError::BadName { len: 0 })));
+    let long = "x".repeat(cb_core::shared::MAX_NAME_LEN + 1);
+    let err = region.attach(&long, &Config::default()).unwrap_err();
+    assert!(err.to_string().contains("1 to 200 bytes"), "{err}");
+    region.attach(&"y".repeat(cb_core::shared::MAX_NAME_LEN), &Config::default()).unwrap();
+    let err = region.attach("bad", &Config::default().failure_threshold(0)).unwrap_err();
+    assert_eq!(err.to_string(), "failure_threshold must be in 1..=4294967295, got 0");
+    for name in ["a", "b"] {
+        region.attach(name, &Config::default()).unwrap();
+    }
+    let err = region.attach("c", &Config::default()).unwrap_err();
+    assert!(matches!(err, RegionError::Full { capacity: 3, .. }));
+    assert!(err.to_string().contains("all 3 slots hold breakers") && err.to_string().contains("larger capacity"), "{err}");
+    assert_eq!(region.attach("a", &Config::default()).unwrap().index(), region.attach("a", &Config::default()).unwrap().index());
+    let reopened = SharedRegion::open(&RegionOptions::new().path(dir.path("region")).capacity(50)).unwrap();
+    assert_eq!(reopened.capacity(), 3, "an existing region keeps its capacity");
+}
+
+#[test]
+fn differently_configured_processes_each_apply_their_own_settings() {
+    let dir = TempDir::new("mismatch");
+    let region = open(&dir.path("region"));
+    let patient = Config::default().failure_threshold(5);
+    let eager = Config::default().failure_threshold(2);
+    let first = region.attach("api", &patient).unwrap();
+    assert!(first.config_mismatch().is_none());
+    let second = region.attach("api", &eager).unwrap();
+    assert_eq!(second.config_mismatch().map(|c| c.failure_threshold), Some(5));
+    assert!(region.attach("api", &eager).unwrap().config_mismatch().is_none(), "the last attach is recorded");
+    let slow = CircuitBreaker::with_store(patient, cb_core::DefaultClock::default(), first.counters(), first.word()).unwrap();
+    let fast = CircuitBreaker::with_store(eager, cb_core::DefaultClock::default(), second.counters(), second.word()).unwrap();
+    let _ = slow.call(|| Err::<(), _>(()));
+    assert_eq!(slow.state(), State::Closed);
+    let _ = fast.call(|| Err::<(), _>(()));
+    assert_eq!(slow.state(), State::Open, "the eager process tripped the shared word at 2 failures");
+}
+
+/// Where some bytes sit in the file, for the corruption tests (a word written through a
+/// breaker is found by its value).
+fn find(path: &Path, needle: &[u8]) -> u64 {
+    let bytes = fs::read(path).unwrap();
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("bytes not found");
+    at as u64
+}
+
+#[test]
+fn a_garbage_word_is_repaired_and_garbage_counters_only_saturate() {
+    let dir = TempDir::new("garbage");
+    let path = dir.path("region");
+    let region = open(&path);
+    let config = Config::default().failure_threshold(3).recovery_timeout(Duration::from_secs(600));
+    let breaker = region.breaker("victim", config).unwrap();
+    breaker.force_open();
+    let word_at = find(&path, &breaker.snapshot().bits().to_ne_bytes());
+    let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    // An unknown state tag: no transition writes one.
+    file.write_at(&(7u64 << 61 | 12_345).to_ne_bytes(), word_at).unwrap();
+    let slot = region.attach("victim", &config).unwrap();
+    assert!(slot.repaired().unwrap().contains("malformed"), "{:?}", slot.repaired());
+    assert_eq!(breaker.state(), State::Closed);
+    // OPEN stamped a day ahead of this boot's clock: read as due for a probe at once.
+    file.write_at(&cb_core::Snapshot::open(1, cb_core::MonotonicClock.now() + 86_400_000).bits().to_ne_bytes(), word_at).unwrap();
+    assert_eq!(breaker.state(), State::HalfOpen);
+    assert!(breaker.admit().unwrap().is_probe());
+    // Counters full of 0xff: totals saturate instead of overflowing.
+    breaker.reset();
+    let _ = breaker.call(|| Err::<(), _>(()));
+    // The counters follow the word's cache line: 16 stripes of one line each.
+    let counters_at = word_at + 128;
+    file.write_at(&[0xff; 16 * 128], counters_at).unwrap();
+    let totals = breaker.metrics().totals();
+    assert_eq!(totals.successes, u64::MAX);
+    assert_eq!(totals.failures, u64::MAX);
+    let _ = breaker.call(|| Ok::<_, ()>(()));
+}
+
+#[test]
+fn a_damaged_slot_is_passed_over() {
+    let dir = TempDir::new("damaged");
+    let path = dir.path("region");
+    let region = SharedRegion::open(&RegionOptions::new().path(&path).capacity(4)).unwrap();
+    let first = region.attach("first", &Config::default()).unwrap();
+    let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let slot_size = (fs::metadata(&path).unwrap().len() - 4096) / 4;
+    let state_at = 4096 + first.index() as u64 * slot_size;
+    file.write_at(&0xdead_beefu32.to_ne_bytes(), state_at).unwrap();
+    let again = region.attach("first", &Config::default()).unwrap();
+    assert_ne!(again.index(), first.index(), "a slot with an unknown state is never reused");
+    assert_eq!(region.names().unwrap(), vec!["first".to_string()]);
+}
+
+#[test]
+fn transitions_are_announced_only_by_the_process_that_made_them() {
+    let dir = TempDir::new("announce");
+    let region = open(&dir.path("region"));
+    let config = Config::default().failure_threshold(1).recovery_timeout(Duration::from_secs(600));
+    let heard = |log: &Arc<Mutex<Vec<(State, State)>>>| {
+        let log = Arc::clone(log);
+        move |t: &Transition| log.lock().unwrap().push((t.from, t.to))
+    };
+    let (log_a, log_b) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let slot = region.attach("once", &config).unwrap();
+    let a = CircuitBreaker::with_store(config, cb_core::DefaultClock::default(), slot.counters(), slot.word())
+        .unwrap()
+        .on_transition(heard(&log_a));
+    let b = CircuitBreaker::with_store(config, cb_core::DefaultClock::default(), slot.counters(), slot.word())
+        .unwrap()
+        .on_transition(heard(&log_b));
+    let _ = a.call(|| Err::<(), _>(()));
+    assert!(b.admit().is_err());
+    b.reset();
+    assert_eq!(*log_a.lock().unwrap(), [(State::Closed, State::Open)]);
+    assert_eq!(*log_b.lock().unwrap(), [(State::Open, State::Closed)]);
+    assert_eq!(a.metrics().totals().opened, 1);
+}

@@ -44,9 +44,18 @@ def main() -> None:
         rows = groups.get(group)
         if not rows:
             continue
+        print(f"### {group}\n")
+        if "in_process" in rows:
+            # The shared-memory groups: each store against the in-process breaker.
+            base = rows["in_process"][0]
+            print("| store | median ns | 95% interval | this ÷ in-process |")
+            print("|---|---:|---|---:|")
+            for name, (m, lo, hi) in sorted(rows.items(), key=lambda kv: kv[1][0]):
+                print(f"| {name} | {m:.2f} | {lo:.2f} – {hi:.2f} | {m / base:.2f}x |")
+            print()
+            continue
         peers = [rows[p][0] for p in PEERS if p in rows]
         best_peer = min(peers) if peers else None
-        print(f"### {group}\n")
         print("| breaker | median ns | 95% interval | fastest peer ÷ this |")
         print("|---|---:|---|---:|")
         for name, (m, lo, hi) in sorted(rows.items(), key=lambda kv: kv[1][0]):

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use cb_core::{
     CachedClock, CircuitBreaker, Clock, CoarseClock, Config, Counters, Metrics, MonotonicClock,
-    NoMetrics,
+    NoMetrics, RegionOptions, SharedRegion,
 };
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use failsafe::{backoff, failure_policy, CircuitBreaker as _};
@@ -133,6 +133,12 @@ fn closed_failure(c: &mut Criterion) {
     g.bench_function("cb_core/counters", |i| {
         i.iter_custom(|n| chunked(n, || cb(config, CoarseClock, Counters::default()), |b| drop(black_box(b.call(err)))))
     });
+    // Every failure stamped with the time: one clock read more per failure (no peer records one).
+    g.bench_function("cb_core/counters_failure_times", |i| {
+        i.iter_custom(|n| {
+            chunked(n, || cb(config, CoarseClock, Counters::default().with_failure_times()), |b| drop(black_box(b.call(err))))
+        })
+    });
     g.bench_function("failsafe", |i| {
         i.iter_custom(|n| chunked(n, || failsafe_breaker(u32::MAX, LONG), |b| drop(black_box(b.call(err)))))
     });
@@ -181,28 +187,31 @@ fn half_open_success(c: &mut Criterion) {
     g.finish();
 }
 
+/// Two threads each calling `call` on one breaker `iters` times; per-thread time per call (the
+/// mean of the two threads' elapsed times).
+fn two_threads<B: Send + Sync + 'static>(iters: u64, breaker: Arc<B>, call: fn(&B)) -> Duration {
+    let barrier = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let (b, barrier) = (Arc::clone(&breaker), Arc::clone(&barrier));
+            thread::spawn(move || {
+                barrier.wait();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    call(&b);
+                }
+                start.elapsed()
+            })
+        })
+        .collect();
+    let times: Vec<Duration> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    // Per-thread time per call: the mean of the two threads' elapsed times.
+    (times[0] + times[1]) / 2
+}
+
 /// Two threads hammering one breaker's closed path; reports per-thread time per call.
 fn contended(c: &mut Criterion) {
     let mut g = c.benchmark_group("contended_closed_success_2_threads");
-    fn two_threads<B: Send + Sync + 'static>(iters: u64, breaker: Arc<B>, call: fn(&B)) -> Duration {
-        let barrier = Arc::new(Barrier::new(2));
-        let handles: Vec<_> = (0..2)
-            .map(|_| {
-                let (b, barrier) = (Arc::clone(&breaker), Arc::clone(&barrier));
-                thread::spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        call(&b);
-                    }
-                    start.elapsed()
-                })
-            })
-            .collect();
-        let times: Vec<Duration> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        // Per-thread time per call: the mean of the two threads' elapsed times.
-        (times[0] + times[1]) / 2
-    }
     let no_counters = Arc::new(cb(Config::default(), CoarseClock, NoMetrics));
     g.bench_function("cb_core/no_counters", |i| {
         i.iter_custom(|n| two_threads(n, Arc::clone(&no_counters), |b| drop(black_box(b.call(|| Ok::<u64, ()>(1))))))
@@ -222,6 +231,50 @@ fn contended(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same breaker with its word and counters in a shared-memory slot (what every worker
+/// process of a host attaches), beside the in-process one, on the three paths that matter:
+/// rejecting while OPEN, a CLOSED success with counters, and two threads on the closed path.
+fn shared_memory(c: &mut Criterion) {
+    // Where regions live by default (/dev/shm: memory, no writeback), under a name of its own.
+    let default = RegionOptions::default_path();
+    let path = default.with_file_name(format!("cb-bench-{}", std::process::id()));
+    let region = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap();
+    let shared = |name: &str, config: Config| {
+        let slot = region.attach(name, &config).unwrap();
+        CircuitBreaker::with_store(config, CoarseClock, slot.counters(), slot.word()).unwrap()
+    };
+    let trip = Config::default().failure_threshold(1).recovery_timeout(LONG);
+
+    let mut g = c.benchmark_group("shared_open_reject");
+    let local = cb(trip, CoarseClock, Counters::default());
+    let _ = local.call(|| Err::<(), ()>(()));
+    g.bench_function("in_process", |i| i.iter(|| black_box(local.call(|| Ok::<u64, ()>(1)).is_err())));
+    let slot = shared("open", trip);
+    let _ = slot.call(|| Err::<(), ()>(()));
+    g.bench_function("shared", |i| i.iter(|| black_box(slot.call(|| Ok::<u64, ()>(1)).is_err())));
+    g.finish();
+
+    let mut g = c.benchmark_group("shared_closed_success_counters");
+    let ok = || Ok::<u64, ()>(black_box(1));
+    let local = cb(Config::default(), CoarseClock, Counters::default());
+    g.bench_function("in_process", |i| i.iter(|| local.call(ok)));
+    let slot = shared("closed", Config::default());
+    g.bench_function("shared", |i| i.iter(|| slot.call(ok)));
+    g.finish();
+
+    let mut g = c.benchmark_group("shared_contended_closed_success_2_threads");
+    let local = Arc::new(cb(Config::default(), CoarseClock, Counters::default()));
+    g.bench_function("in_process", |i| {
+        i.iter_custom(|n| two_threads(n, Arc::clone(&local), |b| drop(black_box(b.call(|| Ok::<u64, ()>(1))))))
+    });
+    let slot = Arc::new(shared("contended", Config::default()));
+    g.bench_function("shared", |i| {
+        i.iter_custom(|n| two_threads(n, Arc::clone(&slot), |b| drop(black_box(b.call(|| Ok::<u64, ()>(1))))))
+    });
+    g.finish();
+    let _ = std::fs::remove_file(&path);
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -232,6 +285,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = floor, open_reject, closed_success, closed_failure, half_open_success, contended
+    targets = floor, open_reject, closed_success, closed_failure, half_open_success, contended, shared_memory
 }
 criterion_main!(benches);

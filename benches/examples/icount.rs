@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo build --release -p benches --example icount
-//! for case in baseline clock closed/none closed/counters open/none open/counters; do
+//! for case in baseline clock closed/none closed/counters open/none open/counters \
+//!             failure/none failure/counters failure/failure_times cycle/none cycle/counters; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/icount $case 2>&1 | grep Collected
 //! done
 //! ```
@@ -27,12 +28,37 @@ fn run<M: Metrics>(metrics: M, open: bool) {
     }
 }
 
+/// A failure below the threshold, every call.
+fn fail<M: Metrics>(metrics: M) {
+    let config = Config::default().failure_threshold(u64::from(u32::MAX));
+    let b = CircuitBreaker::with_parts(config, CoarseClock, metrics).unwrap();
+    for _ in 0..CALLS {
+        let _ = black_box(b.call(|| Err::<u64, u64>(black_box(1))));
+    }
+}
+
+/// A failure that trips (threshold 1, recovery 0), then a probe that succeeds and closes it:
+/// the trip, the probe admission and the close, every iteration.
+fn cycle<M: Metrics>(metrics: M) {
+    let config = Config::default().failure_threshold(1).recovery_timeout(Duration::ZERO);
+    let b = CircuitBreaker::with_parts(config, CoarseClock, metrics).unwrap();
+    for _ in 0..CALLS {
+        let _ = black_box(b.call(|| Err::<u64, u64>(black_box(1))));
+        let _ = black_box(b.call(|| Ok::<u64, u64>(black_box(1))));
+    }
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("closed/none") => run(NoMetrics, false),
         Some("closed/counters") => run(Counters::default(), false),
         Some("open/none") => run(NoMetrics, true),
         Some("open/counters") => run(Counters::default(), true),
+        Some("failure/none") => fail(NoMetrics),
+        Some("failure/counters") => fail(Counters::default()),
+        Some("failure/failure_times") => fail(Counters::default().with_failure_times()),
+        Some("cycle/none") => cycle(NoMetrics),
+        Some("cycle/counters") => cycle(Counters::default()),
         Some("clock") => {
             for _ in 0..CALLS {
                 black_box(cb_core::Clock::now(&CoarseClock));

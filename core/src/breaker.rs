@@ -348,7 +348,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// assert_eq!(breaker.record(early, Outcome::Failure).unwrap().to, State::Open);
     /// assert_eq!(breaker.record(late, Outcome::Failure), None); // stale: it is already open
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn record(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
         if outcome == Outcome::Success {
             self.metrics.on_success();
@@ -356,18 +356,32 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
             if self.store.load().ignores_quietly(outcome) {
                 return None;
             }
+            return self.record_slow(ticket, outcome, LazyNow::new(&self.clock));
         }
-        self.record_slow(ticket, outcome)
+        self.record_failure_or_ignored(ticket, outcome)
     }
 
     #[inline(never)]
-    fn record_slow(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
+    fn record_failure_or_ignored(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
         let now = LazyNow::new(&self.clock);
-        match outcome {
-            Outcome::Failure => self.metrics.on_failure(if M::WANTS_TIME { now.get() } else { 0 }),
-            Outcome::Ignored => self.metrics.on_ignored(),
-            _ => {}
+        if outcome == Outcome::Failure {
+            self.metrics.on_failure(if self.metrics.wants_failure_time() { now.get() } else { 0 });
+            // A failure that only counts: one CAS, no loop machinery.
+            let current = self.store.load();
+            if let Some(next) = current.counts_failure(ticket, &self.limits) {
+                if self.store.compare_exchange(current, next).is_ok() {
+                    return None;
+                }
+            }
+        } else {
+            self.metrics.on_ignored();
         }
+        self.record_slow(ticket, outcome, now)
+    }
+
+    /// The full transition through the CAS loop, with the time if it was read already.
+    #[inline(never)]
+    fn record_slow(&self, ticket: Ticket, outcome: Outcome, now: LazyNow<'_, C>) -> Option<Transition> {
         self.update(&now, |s| s.record(ticket, outcome, || now.get(), &self.limits)).1
     }
 
@@ -583,7 +597,7 @@ impl<C: Clock, M: Metrics, S: Store> Permit<'_, C, M, S> {
 
     /// Reports `outcome`; returns the transition it made, if any (see
     /// [`CircuitBreaker::record`]).
-    #[inline]
+    #[inline(always)]
     pub fn record(mut self, outcome: Outcome) -> Option<Transition> {
         self.ticket.take().and_then(|ticket| self.breaker.record(ticket, outcome))
     }

@@ -3,7 +3,7 @@
 use core::fmt;
 use std::time::Duration;
 
-use crate::word::{Limits, COARSE_SHIFT, MAX_HALF_OPEN_CALLS, MAX_SUCCESS_THRESHOLD, MAX_TICKS};
+use crate::word::{Limits, CLOCK_SKEW_TICKS, COARSE_SHIFT, MAX_HALF_OPEN_CALLS, MAX_SUCCESS_THRESHOLD, MAX_TICKS};
 
 /// The longest `recovery_timeout` or `probe_timeout`: 2^46 - 1 ms (about 2,229 years), the
 /// most the word's timestamp can hold.
@@ -116,6 +116,7 @@ impl Config {
             success_threshold: self.success_threshold,
             half_open_max_calls: self.half_open_max_calls,
             recovery_ticks,
+            open_window_ticks: recovery_ticks + CLOCK_SKEW_TICKS,
             // +1: the admission stamp is truncated to a unit, so one more unit guarantees the
             // full timeout has passed.
             probe_expiry_units: probe_ticks.div_ceil(unit) + 1,

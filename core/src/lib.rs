@@ -61,7 +61,7 @@ pub use metrics::{Counters, Metrics, NoMetrics, Totals, STRIPES};
 #[cfg(all(unix, feature = "shared-memory"))]
 pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, SharedSlot, SlotWord};
 pub use store::{LocalWord, Store};
-pub use word::{Admission, Command, Limits, Outcome, Snapshot, Step, Ticket};
+pub use word::{Admission, Command, Limits, Outcome, Snapshot, Step, Ticket, CLOCK_SKEW_TICKS};
 
 /// The README's Rust examples, compiled and run as doctests so they cannot rot.
 #[doc = include_str!("../../README.md")]

@@ -16,12 +16,13 @@ use crate::{State, Transition};
 
 /// The hooks a breaker calls. Implemented by [`Counters`] (the default) and [`NoMetrics`].
 pub trait Metrics: Send + Sync {
-    /// Whether [`Metrics::on_failure`] and [`Metrics::on_transition`] use their `now` argument;
-    /// when false the breaker skips the clock read on a failure that does not trip.
-    const WANTS_TIME: bool;
+    /// Whether [`Metrics::on_failure`] uses its `now` argument; when false the breaker reads no
+    /// clock for a failure that does not trip.
+    fn wants_failure_time(&self) -> bool;
     /// A call reported success (stale or not).
     fn on_success(&self);
-    /// A call reported failure (stale or not), at tick `now` (0 when `WANTS_TIME` is false).
+    /// A call reported failure (stale or not), at tick `now` (0 when
+    /// [`Metrics::wants_failure_time`] is false).
     fn on_failure(&self, now: u64);
     /// A call reported neither, or its permit was dropped.
     fn on_ignored(&self);
@@ -42,7 +43,10 @@ pub trait Metrics: Send + Sync {
 pub struct NoMetrics;
 
 impl Metrics for NoMetrics {
-    const WANTS_TIME: bool = false;
+    #[inline(always)]
+    fn wants_failure_time(&self) -> bool {
+        false
+    }
     #[inline]
     fn on_success(&self) {}
     #[inline]
@@ -109,6 +113,8 @@ pub struct Counters {
     /// What keeps the block alive: `None` for a block this value allocated (and frees), or the
     /// shared-memory mapping the block lives in.
     owner: Option<Arc<dyn Any + Send + Sync>>,
+    /// Whether each failure is stamped with the time (a clock read per failure).
+    failure_times: bool,
 }
 
 // SAFETY: the block is only accessed through shared references to atomics, and it lives as long
@@ -119,7 +125,7 @@ unsafe impl Sync for Counters {}
 
 impl Default for Counters {
     fn default() -> Self {
-        Counters { block: NonNull::from(Box::leak(Box::<CounterBlock>::default())), owner: None }
+        Counters { block: NonNull::from(Box::leak(Box::<CounterBlock>::default())), owner: None, failure_times: false }
     }
 }
 
@@ -166,7 +172,25 @@ impl Counters {
     /// for as long as `owner` lives.
     #[cfg_attr(not(all(unix, feature = "shared-memory")), allow(dead_code))]
     pub(crate) unsafe fn in_place(block: NonNull<CounterBlock>, owner: Arc<dyn Any + Send + Sync>) -> Self {
-        Counters { block, owner: Some(owner) }
+        Counters { block, owner: Some(owner), failure_times: false }
+    }
+
+    /// Also stamps every failure with the time, for [`Counters::last_failure_tick`]. Costs one
+    /// clock read per failure (about 5 ns with the default clock, half of a failure's cost), so
+    /// it is opt-in; transitions are stamped either way (the clock is read for them anyway).
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, Counters, DefaultClock};
+    /// let plain = CircuitBreaker::new(Config::default()).unwrap();
+    /// let _ = plain.call(|| Err::<(), _>("down"));
+    /// assert_eq!(plain.metrics().last_failure_tick(), None);
+    /// let stamped = CircuitBreaker::with_parts(Config::default(), DefaultClock::default(), Counters::default().with_failure_times()).unwrap();
+    /// let _ = stamped.call(|| Err::<(), _>("down"));
+    /// assert!(stamped.metrics().last_failure_tick().is_some());
+    /// ```
+    pub fn with_failure_times(mut self) -> Self {
+        self.failure_times = true;
+        self
     }
 
     #[inline(always)]
@@ -199,7 +223,8 @@ impl Counters {
         t
     }
 
-    /// The tick of the last reported failure, if any.
+    /// The tick of the last reported failure, if any was stamped (see
+    /// [`Counters::with_failure_times`]; in a shared slot, by any process that stamps).
     ///
     /// ```
     /// assert_eq!(cb_core::Counters::default().last_failure_tick(), None);
@@ -250,7 +275,10 @@ impl Counters {
 }
 
 impl Metrics for Counters {
-    const WANTS_TIME: bool = true;
+    #[inline(always)]
+    fn wants_failure_time(&self) -> bool {
+        self.failure_times
+    }
 
     #[inline]
     fn on_success(&self) {
@@ -260,7 +288,9 @@ impl Metrics for Counters {
     #[inline]
     fn on_failure(&self, now: u64) {
         self.stripe().failures.fetch_add(1, Ordering::Relaxed);
-        self.block().last_failure.store(stamp(now), Ordering::Relaxed);
+        if self.failure_times {
+            self.block().last_failure.store(stamp(now), Ordering::Relaxed);
+        }
     }
 
     #[inline]

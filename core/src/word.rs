@@ -123,6 +123,8 @@ pub struct Limits {
     pub(crate) half_open_max_calls: u64,
     /// OPEN lasts this many ticks.
     pub(crate) recovery_ticks: u64,
+    /// `recovery_ticks + CLOCK_SKEW_TICKS`: the longest wait an OPEN stamp can mean.
+    pub(crate) open_window_ticks: u64,
     /// A probe slot held this many coarse units (rounded up, plus one for the truncation of the
     /// stamp) is presumed lost.
     pub(crate) probe_expiry_units: u64,
@@ -408,9 +410,11 @@ impl Snapshot {
         if self.tag() != TAG_OPEN {
             return None;
         }
-        // Both terms are below 2^47: no overflow.
-        let left = (self.payload() + limits.recovery_ticks).saturating_sub(now);
-        Some(if left > limits.recovery_ticks + CLOCK_SKEW_TICKS { 0 } else { left })
+        // The stamp's age, shifted by the skew so that a stamp up to CLOCK_SKEW_TICKS ahead still
+        // has a non-negative age; a stamp further ahead wraps to a huge age, which reads as long
+        // elapsed. One subtraction more than the plain `recovery - (now - opened)`.
+        let age = now.wrapping_sub(self.payload()).wrapping_add(CLOCK_SKEW_TICKS);
+        Some(limits.open_window_ticks.saturating_sub(age))
     }
 
     /// Whether this word is one the transitions could have written under `limits` by time
@@ -545,6 +549,16 @@ impl Snapshot {
         outcome == Outcome::Success && self.tag() == TAG_CLOSED && self.payload() == 0
     }
 
+    /// The common failure, decided on the word alone: CLOSED, the ticket current, and the count
+    /// still below the threshold after it. The next word is this one plus one (the count is the
+    /// payload's lowest bits and stays far below its width). `None` when the full transition
+    /// has to decide.
+    #[inline(always)]
+    pub(crate) fn counts_failure(self, ticket: Ticket, limits: &Limits) -> Option<Snapshot> {
+        let current = self.tag() == TAG_CLOSED && self.generation() == ticket.generation && !ticket.probe;
+        (current && self.payload() + 1 < limits.failure_threshold).then_some(Snapshot(self.0 + 1))
+    }
+
     // ----- transitions: pure functions of (snapshot, time) -----
 
     /// Decides whether a call may run. `now` is asked for only where the decision depends on
@@ -668,6 +682,11 @@ impl Snapshot {
     pub fn record(self, ticket: Ticket, outcome: Outcome, now: impl FnOnce() -> u64, limits: &Limits) -> Step {
         if self.ignores_quietly(outcome) {
             return Step::stay(());
+        }
+        if outcome == Outcome::Failure {
+            if let Some(next) = self.counts_failure(ticket, limits) {
+                return Step::write(next, ());
+            }
         }
         self.record_slow(ticket, outcome, now, limits)
     }

@@ -768,7 +768,9 @@ impl CircuitBreaker {
         let label = name.to_string();
         let listeners = Arc::new(Listeners::new());
         let hook = Arc::clone(&listeners);
-        let inner = cb_core::CircuitBreaker::new(config)
+        // The status reports the last failure's time: stamp every failure.
+        let counters = cb_core::Counters::default().with_failure_times();
+        let inner = cb_core::CircuitBreaker::with_parts(config, cb_core::DefaultClock::default(), counters)
             .map_err(config_error)?
             .on_transition(move |t| on_transition(&label, &hook, t));
         Ok(CircuitBreaker {

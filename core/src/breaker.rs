@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use crate::word::{Admission, Command, Limits, Outcome, Quick, Snapshot, Step, Ticket};
-use crate::{Clock, Config, ConfigError, Counters, DefaultClock, LocalWord, Metrics, State, Store, Transition};
+use crate::{Clock, Config, ConfigError, Counters, DefaultClock, LocalWord, Metrics, State, Store, Transition, WallAnchor};
 
 type Listener = Box<dyn Fn(&Transition) + Send + Sync>;
 
@@ -44,6 +44,7 @@ pub struct CircuitBreaker<C: Clock = DefaultClock, M: Metrics = Counters, S: Sto
     metrics: M,
     listener: Option<Listener>,
     name: Option<&'static str>,
+    anchor: WallAnchor,
 }
 
 /// Why a call was not run.
@@ -205,7 +206,8 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// # Ok::<(), cb_core::ConfigError>(())
     /// ```
     pub fn with_store(config: Config, clock: C, metrics: M, store: S) -> Result<Self, ConfigError> {
-        Ok(CircuitBreaker { store, limits: config.limits()?, config, clock, metrics, listener: None, name: None })
+        let anchor = WallAnchor::now(&clock);
+        Ok(CircuitBreaker { store, limits: config.limits()?, config, clock, metrics, listener: None, name: None, anchor })
     }
 
     /// Calls `listener` exactly once for every transition, after it took effect, on the thread
@@ -526,11 +528,30 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         &self.store
     }
 
-    /// Converts a tick of this breaker's clock into wall-clock time (for reports), by the
-    /// distance between the tick and the clock's reading now.
+    /// Converts a tick of this breaker's clock into wall-clock time (for reports), by its
+    /// [`WallAnchor`]: the same tick gives the same time on every call.
+    ///
+    /// ```
+    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
+    /// assert_eq!(breaker.wall_time(1_000), breaker.wall_time(1_000));
+    /// ```
     pub fn wall_time(&self, tick: u64) -> SystemTime {
-        let ago = Duration::from_millis(self.clock.now().saturating_sub(tick));
-        SystemTime::now().checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH)
+        self.anchor.wall_time(tick)
+    }
+
+    /// Converts ticks to wall-clock time by `anchor` instead of the reading taken when the
+    /// breaker was made (breakers in one shared region use the region's, so every process
+    /// reports the same times).
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, WallAnchor};
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// let breaker = CircuitBreaker::new(Default::default()).unwrap().with_wall_anchor(WallAnchor::new(0, 0));
+    /// assert_eq!(breaker.wall_time(1_500), UNIX_EPOCH + Duration::from_millis(1_500));
+    /// ```
+    pub fn with_wall_anchor(mut self, anchor: WallAnchor) -> Self {
+        self.anchor = anchor;
+        self
     }
 }
 

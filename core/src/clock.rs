@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::loom::{AtomicU64, Ordering};
 
@@ -233,6 +233,57 @@ impl Clock for CachedClock {
 impl core::fmt::Debug for CachedClock {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("CachedClock").field("ticks", &self.now()).finish()
+    }
+}
+
+/// Turns clock ticks into wall-clock time, from one reading of both clocks taken together.
+///
+/// Converting with a fixed anchor gives the same answer for the same tick on every call (and,
+/// with a region's anchor, in every process sharing it), where subtracting "ticks ago" from the
+/// wall clock now would move by up to a coarse tick between two reads.
+///
+/// ```
+/// use cb_core::WallAnchor;
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let anchor = WallAnchor::new(1_700_000_000_000, 5_000);
+/// assert_eq!(anchor.wall_time(6_500), UNIX_EPOCH + Duration::from_millis(1_700_000_001_500));
+/// assert_eq!(anchor.wall_time(4_000), UNIX_EPOCH + Duration::from_millis(1_699_999_999_000));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WallAnchor {
+    unix_ms: u64,
+    tick: u64,
+}
+
+impl WallAnchor {
+    /// The wall-clock time `unix_ms` (milliseconds since the Unix epoch) was tick `tick`.
+    pub const fn new(unix_ms: u64, tick: u64) -> Self {
+        WallAnchor { unix_ms, tick }
+    }
+
+    /// Reads `clock` and the wall clock now.
+    ///
+    /// ```
+    /// use cb_core::{Clock, MonotonicClock, WallAnchor};
+    /// use std::time::{Duration, SystemTime};
+    /// let anchor = WallAnchor::now(&MonotonicClock);
+    /// let now = anchor.wall_time(MonotonicClock.now());
+    /// assert!(SystemTime::now().duration_since(now).unwrap_or_default() < Duration::from_secs(1));
+    /// ```
+    pub fn now(clock: &impl Clock) -> Self {
+        let tick = clock.now();
+        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        WallAnchor { unix_ms, tick }
+    }
+
+    /// The wall-clock time of `tick`.
+    pub fn wall_time(&self, tick: u64) -> SystemTime {
+        let ms = if tick >= self.tick {
+            self.unix_ms.saturating_add(tick - self.tick)
+        } else {
+            self.unix_ms.saturating_sub(self.tick - tick)
+        };
+        UNIX_EPOCH + Duration::from_millis(ms)
     }
 }
 

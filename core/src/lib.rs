@@ -55,7 +55,7 @@ pub mod word;
 use core::fmt;
 
 pub use breaker::{CallError, CircuitBreaker, Permit, Rejected};
-pub use clock::{CachedClock, Clock, CoarseClock, DefaultClock, ManualClock, MonotonicClock};
+pub use clock::{CachedClock, Clock, CoarseClock, DefaultClock, ManualClock, MonotonicClock, WallAnchor};
 pub use config::{Config, ConfigError, MAX_TIMEOUT};
 pub use metrics::{Counters, Metrics, NoMetrics, Totals, STRIPES};
 #[cfg(all(unix, feature = "shared-memory"))]

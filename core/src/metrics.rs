@@ -95,6 +95,23 @@ pub(crate) struct CounterBlock {
     failures_at_reset: AtomicU64,
 }
 
+impl CounterBlock {
+    /// Zeroes every counter and stamps `tick` as the last change: a slot claimed for a new
+    /// breaker (its creation is the first "state change" a report shows).
+    #[cfg_attr(not(all(unix, feature = "shared-memory")), allow(dead_code))]
+    pub(crate) fn start(&self, tick: u64) {
+        for s in &self.stripes {
+            for c in [&s.successes, &s.failures, &s.ignored, &s.rejections] {
+                c.store(0, Ordering::Relaxed);
+            }
+        }
+        for c in [&*self.opened, &self.last_failure, &self.successes_at_reset, &self.failures_at_reset] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.last_change.store(stamp(tick), Ordering::Relaxed);
+    }
+}
+
 /// Totals since creation (a `reset` does not clear them), striped per thread: each thread adds
 /// to one of [`STRIPES`] cache-padded slots picked once per thread, and a read sums the slots, so
 /// two threads on the closed path never write the same cache line. A breaker shared through

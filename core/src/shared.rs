@@ -95,7 +95,7 @@ use crate::metrics::CounterBlock;
 use crate::word::{Limits, MAX_HALF_OPEN_CALLS, MAX_SUCCESS_THRESHOLD};
 use crate::{
     CircuitBreaker, Clock, Command, Config, ConfigError, Counters, DefaultClock, MonotonicClock, Snapshot,
-    Store, STRIPES,
+    Store, WallAnchor, STRIPES,
 };
 
 /// The first bytes of every region file.
@@ -133,6 +133,9 @@ struct HeaderFields {
     clock: u32,
     _reserved: u32,
     created_unix_ms: u64,
+    /// `CLOCK_MONOTONIC` ms at `created_unix_ms`: every process converts ticks to wall-clock
+    /// time by this one anchor, so their reports agree.
+    created_tick: u64,
     /// FNV-1a of every field above.
     checksum: u64,
 }
@@ -446,6 +449,7 @@ struct Mapping {
     path: PathBuf,
     capacity: usize,
     recreated: Option<String>,
+    anchor: WallAnchor,
 }
 
 /// A region of named breaker slots shared by every process that opens the same file. Cheap to
@@ -489,9 +493,9 @@ impl SharedRegion {
             let meta = file.metadata().map_err(|e| io_error(&path, "stat", e))?;
             check_ownership(&path, &meta, options.allow_foreign)?;
             match inspect(&file, meta.len()) {
-                Ok(capacity) => {
+                Ok((capacity, anchor)) => {
                     let map = map(&file, &path)?;
-                    return Ok(SharedRegion { inner: Arc::new(Mapping { map, file, path, capacity, recreated: None }) });
+                    return Ok(SharedRegion { inner: Arc::new(Mapping { map, file, path, capacity, recreated: None, anchor }) });
                 }
                 Err(Unusable::NotOurs) => return Err(RegionError::NotARegion { path }),
                 Err(Unusable::Stale(reason)) => {
@@ -500,10 +504,11 @@ impl SharedRegion {
                     create_new(options, Some(&path))?;
                     let file = open_existing(&path).map_err(|e| io_error(&path, "open", e))?;
                     let meta = file.metadata().map_err(|e| io_error(&path, "stat", e))?;
-                    let capacity = inspect(&file, meta.len()).map_err(|_| RegionError::NotARegion { path: path.clone() })?;
+                    let (capacity, anchor) =
+                        inspect(&file, meta.len()).map_err(|_| RegionError::NotARegion { path: path.clone() })?;
                     let map = map(&file, &path)?;
                     let recreated = Some(format!("replaced a stale region at {}: {reason}", path.display()));
-                    return Ok(SharedRegion { inner: Arc::new(Mapping { map, file, path, capacity, recreated }) });
+                    return Ok(SharedRegion { inner: Arc::new(Mapping { map, file, path, capacity, recreated, anchor }) });
                 }
             }
         }
@@ -522,6 +527,12 @@ impl SharedRegion {
     /// The number of slots.
     pub fn capacity(&self) -> usize {
         self.inner.capacity
+    }
+
+    /// How every process converts the region's ticks to wall-clock time (taken when the region
+    /// was created): breakers made from the region use it, so their reports agree to the ms.
+    pub fn wall_anchor(&self) -> WallAnchor {
+        self.inner.anchor
     }
 
     /// Why the file was replaced when this region was opened, if it was (say it once in a log).
@@ -554,6 +565,12 @@ impl SharedRegion {
                     meta.name[..name.len()].copy_from_slice(name.as_bytes());
                     meta.config = ours;
                     meta.fingerprint = fingerprint(&ours);
+                    // A new breaker: a fresh word and counters, its creation the first change.
+                    // SAFETY: in bounds; nobody uses an EMPTY slot, and these are atomics.
+                    unsafe {
+                        (*std::ptr::addr_of!((*slot.as_ptr()).word)).store(0, Ordering::Relaxed);
+                        (*std::ptr::addr_of!((*slot.as_ptr()).counters)).start(MonotonicClock.now());
+                    }
                     meta.state.store(SLOT_READY, Ordering::Release);
                     return Ok(self.finish_attach(index, limits, None));
                 }
@@ -581,7 +598,8 @@ impl SharedRegion {
     /// counting in the slot.
     pub fn breaker(&self, name: &str, config: Config) -> Result<SharedBreaker, RegionError> {
         let slot = self.attach(name, &config)?;
-        Ok(CircuitBreaker::with_store(config, DefaultClock::default(), slot.counters(), slot.word())?.named(name))
+        let breaker = CircuitBreaker::with_store(config, DefaultClock::default(), slot.counters(), slot.word())?;
+        Ok(breaker.named(name).with_wall_anchor(self.wall_anchor()))
     }
 
     /// The names of the breakers in the region, in slot order.
@@ -777,8 +795,9 @@ fn check_ownership(path: &Path, meta: &fs::Metadata, allow_foreign: bool) -> Res
     Ok(())
 }
 
-/// Checks the header and the size of an open region file: its capacity, or why it is unusable.
-fn inspect(file: &File, len: u64) -> Result<usize, Unusable> {
+/// Checks the header and the size of an open region file: its capacity and wall-clock anchor,
+/// or why it is unusable.
+fn inspect(file: &File, len: u64) -> Result<(usize, WallAnchor), Unusable> {
     let stale = |reason: String| Err(Unusable::Stale(reason));
     if len == 0 {
         return stale("the file is empty".into());
@@ -821,7 +840,7 @@ fn inspect(file: &File, len: u64) -> Result<usize, Unusable> {
     if len != expected {
         return stale(format!("the file is {len} bytes, its header says {expected}"));
     }
-    Ok(capacity)
+    Ok((capacity, WallAnchor::new(h.created_unix_ms, h.created_tick)))
 }
 
 fn read_at(file: &File, buf: &mut [u8]) -> usize {
@@ -895,9 +914,12 @@ fn create_new(options: &RegionOptions, replace: Option<&Path>) -> Result<(), Reg
             boot_id: boot_id(),
             clock: CLOCK_MONOTONIC_MS,
             _reserved: 0,
-            created_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            created_unix_ms: 0,
+            created_tick: 0,
             checksum: 0,
         };
+        fields.created_tick = MonotonicClock.now();
+        fields.created_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         fields.checksum = header_checksum(&fields);
         let header = map.as_mut_ptr().cast::<Header>();
         // SAFETY: the mapping is at least HEADER_SIZE bytes, page-aligned, and nobody else can

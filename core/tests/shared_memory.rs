@@ -468,8 +468,8 @@ fn a_region_owned_by_another_user_is_refused() {
 /// Offsets of header fields this test rewrites (see `HeaderFields` in core/src/shared.rs).
 const VERSION_AT: u64 = 8;
 const BOOT_ID_AT: u64 = 32;
-const CHECKSUM_AT: u64 = 88;
-const READY_AT: u64 = 96;
+const CHECKSUM_AT: u64 = 96;
+const READY_AT: u64 = 104;
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
@@ -612,6 +612,31 @@ fn a_damaged_slot_is_passed_over() {
     let again = region.attach("first", &Config::default()).unwrap();
     assert_ne!(again.index(), first.index(), "a slot with an unknown state is never reused");
     assert_eq!(region.names().unwrap(), vec!["first".to_string()]);
+}
+
+#[test]
+fn every_mapping_reports_the_same_wall_clock_times() {
+    let dir = TempDir::new("anchor");
+    let config = Config::default().failure_threshold(2);
+    let stamped = |region: &SharedRegion| {
+        let slot = region.attach("timed", &config).unwrap();
+        CircuitBreaker::with_store(config, cb_core::DefaultClock::default(), slot.counters().with_failure_times(), slot.word())
+            .unwrap()
+            .with_wall_anchor(region.wall_anchor())
+    };
+    let a = stamped(&open(&dir.path("region")));
+    let created = a.last_state_change_time().expect("claiming the slot is its first change");
+    std::thread::sleep(Duration::from_millis(30));
+    let _ = a.call(|| Err::<(), _>(()));
+    // Another mapping, made later (its own construction-time reading would differ).
+    std::thread::sleep(Duration::from_millis(30));
+    let b = stamped(&open(&dir.path("region")));
+    assert_eq!(b.last_state_change_time(), Some(created));
+    assert_eq!(b.last_failure_time(), a.last_failure_time());
+    assert!(a.last_failure_time().unwrap() >= created + Duration::from_millis(25));
+    let _ = b.call(|| Err::<(), _>(()));
+    assert_eq!(a.last_state_change_time(), b.last_state_change_time());
+    assert_ne!(a.last_state_change_time(), Some(created), "the trip is the latest change");
 }
 
 #[test]

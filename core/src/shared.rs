@@ -524,6 +524,14 @@ impl SharedRegion {
         &self.inner.path
     }
 
+    /// Whether the path now names another file (or none): the region was deleted or replaced
+    /// (a stale region is replaced by renaming a new file over it). Breakers made from this
+    /// region keep working on the old file, apart from processes that open the path anew; open
+    /// it again to join them.
+    pub fn is_replaced(&self) -> bool {
+        !same_file(&self.inner.path, &self.inner.file)
+    }
+
     /// The number of slots.
     pub fn capacity(&self) -> usize {
         self.inner.capacity

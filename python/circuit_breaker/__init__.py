@@ -8,9 +8,9 @@
 {'symbol': 'AAPL'}
 """
 
-from ._types import CircuitBreakerError, CircuitBreakerOpenError, CircuitBreakerState
+from ._types import CircuitBreakerError, CircuitBreakerOpenError, CircuitBreakerState, SharedMemoryError
 from ._breaker import CircuitBreaker, circuit_breaker
-from ._core import Permit
+from ._core import Permit, SharedMemory
 from ._registry import CircuitBreakerRegistry
 
 __all__ = [
@@ -20,5 +20,7 @@ __all__ = [
     "CircuitBreakerRegistry",
     "CircuitBreakerState",
     "Permit",
+    "SharedMemory",
+    "SharedMemoryError",
     "circuit_breaker",
 ]

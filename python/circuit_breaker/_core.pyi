@@ -1,6 +1,8 @@
 """Type stubs for the compiled ``circuit_breaker._core`` module."""
 
-from typing import Any, Callable, Dict, Optional, Sequence, Type, TypeVar, Union
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Type, TypeVar, Union
 
 from ._types import CircuitBreakerState
 
@@ -43,6 +45,8 @@ class CircuitBreaker:
         failure_predicate: Optional[Callable[[Any], object]] = None,
         fallback: Optional[Callable[..., Any]] = None,
         fallback_on_failure: bool = False,
+        probe_timeout_seconds: Union[int, float] = 60,
+        shared_memory: Union[bool, SharedMemory, str, os.PathLike[str], None] = None,
     ) -> None: ...
     def call(self, func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
         """Runs ``func(*args, **kwargs)`` through the breaker and returns its value.
@@ -84,11 +88,40 @@ class CircuitBreaker:
     @property
     def half_open_max_calls(self) -> int: ...
     @property
+    def probe_timeout_seconds(self) -> float: ...
+    @property
+    def shared_memory(self) -> Optional[SharedMemory]:
+        """The region the breaker's state lives in (shared by every process of the host), or
+        None (this process only)."""
+    @property
     def fallback(self) -> Optional[Callable[..., Any]]: ...
     @property
     def fallback_on_failure(self) -> bool: ...
     @property
     def last_failure(self) -> Optional[BaseException]: ...
+
+class SharedMemory:
+    """A shared-memory region: breakers made with it keep their state and counters in it,
+    shared by every process of the host that opens the same file."""
+
+    def __init__(
+        self,
+        path: Union[str, os.PathLike[str], None] = None,
+        *,
+        capacity: Optional[int] = None,
+        mode: Optional[int] = None,
+        allow_foreign: bool = False,
+    ) -> None: ...
+    @staticmethod
+    def from_environment() -> Optional[SharedMemory]:
+        """The region ``CIRCUIT_BREAKER_SHARED_MEMORY`` names, or None."""
+    @property
+    def path(self) -> Path: ...
+    @property
+    def capacity(self) -> int: ...
+    def names(self) -> List[str]: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
 
 class ProtectedFunction:
     """What ``@breaker`` makes of a plain function: calling it is

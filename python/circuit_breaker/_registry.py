@@ -11,7 +11,13 @@ __all__ = ["CircuitBreakerRegistry"]
 
 
 # Settings get_or_create compares with an existing breaker's.
-_COMPARABLE = ("failure_threshold", "recovery_timeout_seconds", "success_threshold", "half_open_max_calls")
+_COMPARABLE = (
+    "failure_threshold",
+    "recovery_timeout_seconds",
+    "success_threshold",
+    "half_open_max_calls",
+    "probe_timeout_seconds",
+)
 
 
 class CircuitBreakerRegistry:

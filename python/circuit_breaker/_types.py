@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Optional, Tuple
 
-__all__ = ["CircuitBreakerState", "CircuitBreakerError", "CircuitBreakerOpenError"]
+__all__ = ["CircuitBreakerState", "CircuitBreakerError", "CircuitBreakerOpenError", "SharedMemoryError"]
 
 
 class CircuitBreakerState(enum.Enum):
@@ -24,6 +24,13 @@ class CircuitBreakerState(enum.Enum):
 
 class CircuitBreakerError(Exception):
     """Base class of the errors this package raises."""
+
+
+class SharedMemoryError(CircuitBreakerError, OSError):
+    """A shared-memory region cannot be used: the file is not a region, is a symbolic link, is
+    owned by another user or writable by every user (refused and left alone), every slot holds a
+    breaker already, or the operating system refused to open or map it. The message names the
+    file and says what to do."""
 
 
 class CircuitBreakerOpenError(CircuitBreakerError):

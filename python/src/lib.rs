@@ -6,7 +6,7 @@
 //! (`circuit_breaker/_types.py`: a real `Enum`, exceptions with a Python `__init__` that users
 //! can subclass and pickle); this module looks them up once and keeps them.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,8 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
 mod protected;
+mod shared;
+mod store;
 mod vectorcall;
 use vectorcall::CallArgs;
 
@@ -36,6 +38,8 @@ struct Refs {
     record_when_done: Py<PyAny>,
     /// `circuit_breaker._support.call_fallback(fallback, error, args, kwargs)`.
     call_fallback: Py<PyAny>,
+    /// `circuit_breaker.SharedMemoryError`.
+    shared_memory_error: Py<PyAny>,
 }
 
 static REFS: PyOnceLock<Refs> = PyOnceLock::new();
@@ -53,6 +57,7 @@ fn refs(py: Python<'_>) -> PyResult<&'static Refs> {
             logger: py.import("logging")?.call_method1("getLogger", ("circuit_breaker",))?.unbind(),
             record_when_done: py.import("circuit_breaker._support")?.getattr("record_when_done")?.unbind(),
             call_fallback: py.import("circuit_breaker._support")?.getattr("call_fallback")?.unbind(),
+            shared_memory_error: types.getattr("SharedMemoryError")?.unbind(),
         })
     })
 }
@@ -92,6 +97,14 @@ fn state_member(r: &Refs, state: State) -> &Py<PyAny> {
         "OPEN" => &r.open,
         "HALF_OPEN" => &r.half_open,
         _ => &r.closed,
+    }
+}
+
+/// Logs `(message, *args)` at `level` on the `circuit_breaker` logger; a logging error is
+/// reported as unraisable, never raised.
+fn log<'py>(py: Python<'py>, level: &str, message_and_args: impl pyo3::call::PyCallArgs<'py>) {
+    if let Err(err) = refs(py).and_then(|r| r.logger.bind(py).call_method1(level, message_and_args)) {
+        err.write_unraisable(py, None);
     }
 }
 
@@ -191,6 +204,7 @@ fn seconds_arg(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
 fn config_error(err: ConfigError) -> PyErr {
     let field = match err.field() {
         "recovery_timeout" => "recovery_timeout_seconds",
+        "probe_timeout" => "probe_timeout_seconds",
         other => other,
     };
     PyValueError::new_err(format!("{field} must be in {}, got an out-of-range value", err.allowed()))
@@ -370,11 +384,9 @@ struct CircuitBreaker {
     name: Py<PyString>,
     /// `recovery_timeout_seconds` exactly as given (an int stays an int in the status).
     recovery_timeout_seconds: Py<PyAny>,
-    inner: cb_core::CircuitBreaker,
-    /// Total successes at the last reset: `success_count` counts from there.
-    success_baseline: AtomicU64,
-    /// Total failures at the last reset: the last failure is reported only if one came since.
-    failure_baseline: AtomicU64,
+    inner: store::Inner,
+    /// The shared-memory region its word and counters live in, if any.
+    region: Option<cb_core::SharedRegion>,
     created: SystemTime,
 }
 
@@ -595,6 +607,12 @@ impl CircuitBreaker {
         }
     }
 
+    /// What the counts in the status and metrics cover: `'process'`, or `'host'` when the
+    /// breaker lives in shared memory.
+    fn scope(&self) -> &'static str {
+        if self.region.is_some() { "host" } else { "process" }
+    }
+
     /// Consecutive failures now; the word keeps no count once open, so OPEN and HALF_OPEN
     /// report the threshold that opened it.
     fn failure_count(&self, state: State) -> u64 {
@@ -718,6 +736,7 @@ impl CircuitBreaker {
         success_threshold = Arg::Omitted, half_open_max_calls = Arg::Omitted,
         expected_exceptions = None, exclude = None, failure_predicate = None,
         fallback = None, fallback_on_failure = None,
+        probe_timeout_seconds = Arg::Omitted, shared_memory = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
@@ -732,6 +751,8 @@ impl CircuitBreaker {
         failure_predicate: Option<&Bound<'py, PyAny>>,
         fallback: Option<&Bound<'py, PyAny>>,
         fallback_on_failure: Option<&Bound<'py, PyAny>>,
+        probe_timeout_seconds: Arg<'py>,
+        shared_memory: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Self> {
         let none = py.None().into_bound(py);
         let false_ = PyBool::new(py, false).to_owned().into_any();
@@ -763,16 +784,25 @@ impl CircuitBreaker {
             }
             None => defaults.recovery_timeout.as_secs().into_py_any(py)?,
         };
+        if let Some(v) = probe_timeout_seconds.given() {
+            config.probe_timeout = seconds_arg("probe_timeout_seconds", v)?;
+        }
+        config.limits().map_err(config_error)?;
         // Look the Python-side objects up now, so `call` can rely on them being there.
         refs(py)?;
         let label = name.to_string();
+        let region = shared::placement(py, shared_memory)?;
+        let (store, counters) = shared::attach(py, region.as_ref(), &label, &config)?;
         let listeners = Arc::new(Listeners::new());
         let hook = Arc::clone(&listeners);
         // The status reports the last failure's time: stamp every failure.
-        let counters = cb_core::Counters::default().with_failure_times();
-        let inner = cb_core::CircuitBreaker::with_parts(config, cb_core::DefaultClock::default(), counters)
+        let mut inner = cb_core::CircuitBreaker::with_store(config, cb_core::DefaultClock::default(), counters.with_failure_times(), store)
             .map_err(config_error)?
             .on_transition(move |t| on_transition(&label, &hook, t));
+        if let Some(region) = &region {
+            // Every process converts the shared ticks to wall-clock time alike.
+            inner = inner.with_wall_anchor(region.wall_anchor());
+        }
         Ok(CircuitBreaker {
             listeners,
             policy,
@@ -780,8 +810,7 @@ impl CircuitBreaker {
             name: name.clone().unbind(),
             recovery_timeout_seconds: recovery_obj,
             inner,
-            success_baseline: AtomicU64::new(0),
-            failure_baseline: AtomicU64::new(0),
+            region,
             created: SystemTime::now(),
         })
     }
@@ -811,9 +840,9 @@ impl CircuitBreaker {
     fn get_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let state = self.state();
         let config = self.inner.config();
-        let totals = self.inner.metrics().totals();
+        let totals = self.inner.metrics().since_reset();
         let failure_count = self.failure_count(state);
-        let failed_since_reset = totals.failures > self.failure_baseline.load(Ordering::Relaxed);
+        let failed_since_reset = totals.failures > 0;
         let last_failure = self
             .inner
             .last_failure_time()
@@ -828,10 +857,7 @@ impl CircuitBreaker {
         status.set_item(intern!(py, "name"), self.name.bind(py))?;
         status.set_item(intern!(py, "state"), state_name(state))?;
         status.set_item(intern!(py, "failure_count"), failure_count)?;
-        status.set_item(
-            intern!(py, "success_count"),
-            totals.successes.saturating_sub(self.success_baseline.load(Ordering::Relaxed)),
-        )?;
+        status.set_item(intern!(py, "success_count"), totals.successes)?;
         status.set_item(intern!(py, "failure_threshold"), config.failure_threshold)?;
         status.set_item(intern!(py, "recovery_timeout_seconds"), self.recovery_timeout_seconds.bind(py))?;
         status.set_item(intern!(py, "last_failure_time"), last_failure)?;
@@ -839,9 +865,10 @@ impl CircuitBreaker {
         status.set_item(intern!(py, "time_until_recovery_seconds"), until_recovery)?;
         status.set_item(intern!(py, "success_threshold"), config.success_threshold)?;
         status.set_item(intern!(py, "half_open_max_calls"), config.half_open_max_calls)?;
-        status.set_item(intern!(py, "total_failures"), totals.failures)?;
+        status.set_item(intern!(py, "total_failures"), self.inner.metrics().totals().failures)?;
         status.set_item(intern!(py, "total_rejections"), totals.rejections)?;
         status.set_item(intern!(py, "mode"), mode(state))?;
+        status.set_item(intern!(py, "scope"), self.scope())?;
         Ok(status)
     }
 
@@ -865,6 +892,7 @@ impl CircuitBreaker {
         metrics.set_item(intern!(py, "total_rejections"), t.rejections)?;
         metrics.set_item(intern!(py, "total_ignored"), t.ignored)?;
         metrics.set_item(intern!(py, "mode"), mode(state))?;
+        metrics.set_item(intern!(py, "scope"), self.scope())?;
         Ok(metrics)
     }
 
@@ -922,9 +950,7 @@ impl CircuitBreaker {
 
     /// Back to CLOSED with the failure and success counts cleared.
     fn reset(&self) {
-        let totals = self.inner.metrics().totals();
-        self.success_baseline.store(totals.successes, Ordering::Relaxed);
-        self.failure_baseline.store(totals.failures, Ordering::Relaxed);
+        self.inner.metrics().mark_reset();
         self.inner.reset();
     }
 
@@ -956,6 +982,19 @@ impl CircuitBreaker {
     #[getter]
     fn half_open_max_calls(&self) -> u64 {
         self.inner.config().half_open_max_calls
+    }
+
+    /// Seconds a half-open probe slot may be held without an outcome before it is presumed lost
+    /// (a leaked permit, a worker killed mid-probe).
+    #[getter]
+    fn probe_timeout_seconds(&self) -> f64 {
+        self.inner.config().probe_timeout.as_secs_f64()
+    }
+
+    /// The shared-memory region its state lives in (host-wide), or None (this process only).
+    #[getter]
+    fn shared_memory(&self) -> Option<shared::SharedMemory> {
+        self.region.clone().map(shared::SharedMemory::new_for)
     }
 
     /// The fallback called instead of raising (None if none).
@@ -994,6 +1033,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     vectorcall::install(&m.py().get_type::<CircuitBreaker>())?;
     m.add_class::<Permit>()?;
     m.add_class::<protected::ProtectedFunction>()?;
+    m.add_class::<shared::SharedMemory>()?;
     m.add_function(wrap_pyfunction!(vectorcall::_bind_call, m)?)?;
     Ok(())
 }

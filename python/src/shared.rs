@@ -1,0 +1,237 @@
+//! Host-wide breakers: the `SharedMemory` class, the `CIRCUIT_BREAKER_SHARED_MEMORY`
+//! environment variable, and attaching a breaker to its slot.
+//!
+//! A breaker is placed by its `shared_memory` argument: omitted or `None`, the environment
+//! decides; `False`, this process only; `True`, the region the environment names (or the
+//! default one); a `SharedMemory`, that region; a path, the region at that path. Each process
+//! maps each region once, however many breakers use it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use cb_core::shared::MAX_CAPACITY;
+use cb_core::{Config, Counters, RegionError, RegionOptions, SharedRegion};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyInt};
+
+use crate::store::PyStore;
+
+/// `1`/`true`/`yes`/`on` for the default region, a path for that region, or `0`/`false`/`no`/
+/// `off`/empty (or unset) for none.
+pub(crate) const ENV_REGION: &str = "CIRCUIT_BREAKER_SHARED_MEMORY";
+/// The capacity of a region created through the environment (default 1024).
+pub(crate) const ENV_CAPACITY: &str = "CIRCUIT_BREAKER_SHARED_MEMORY_CAPACITY";
+
+/// The regions this process has mapped, by the path they were opened with.
+static REGIONS: Mutex<Vec<(PathBuf, SharedRegion)>> = Mutex::new(Vec::new());
+
+/// A shared-memory region: breakers made with it keep their state and counters in it, shared
+/// by every process of the host that uses the same file.
+///
+/// `SharedMemory(path=None, *, capacity=1024, mode=0o600, allow_foreign=False)`: `path`
+/// defaults to `/dev/shm/circuit_breaker.<uid>`; `capacity` (slots, one per breaker name) and
+/// `mode` apply when the file is created; `allow_foreign` accepts a file owned by another user
+/// or writable by others. Opening it checks the file and raises `SharedMemoryError` if it
+/// cannot be used.
+#[pyclass(frozen, module = "circuit_breaker", name = "SharedMemory")]
+pub(crate) struct SharedMemory {
+    region: SharedRegion,
+}
+
+impl SharedMemory {
+    pub(crate) fn new_for(region: SharedRegion) -> Self {
+        SharedMemory { region }
+    }
+}
+
+#[pymethods]
+impl SharedMemory {
+    #[new]
+    #[pyo3(signature = (path = None, *, capacity = None, mode = None, allow_foreign = false))]
+    fn new(
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        capacity: Option<&Bound<'_, PyAny>>,
+        mode: Option<&Bound<'_, PyAny>>,
+        allow_foreign: bool,
+    ) -> PyResult<Self> {
+        let mut options = RegionOptions::new().allow_foreign(allow_foreign);
+        if let Some(path) = path {
+            options = options.path(path);
+        }
+        if let Some(capacity) = capacity {
+            options = options.capacity(crate::int_arg("capacity", capacity, MAX_CAPACITY as u64)? as usize);
+        }
+        if let Some(mode) = mode {
+            options = options.mode(whole_number("mode", mode)? as u32);
+        }
+        Ok(SharedMemory { region: open(py, options)? })
+    }
+
+    /// The region the environment names (`CIRCUIT_BREAKER_SHARED_MEMORY`), or None.
+    #[staticmethod]
+    fn from_environment(py: Python<'_>) -> PyResult<Option<SharedMemory>> {
+        Ok(from_environment(py)?.map(|region| SharedMemory { region }))
+    }
+
+    /// The file.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.region.path().to_owned()
+    }
+
+    /// The number of slots (breaker names) the region holds.
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.region.capacity()
+    }
+
+    /// The names of the breakers in the region.
+    fn names(&self) -> PyResult<Vec<String>> {
+        self.region.names().map_err(|e| region_error(e, None))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("SharedMemory({:?}, capacity={})", self.region.path().display().to_string(), self.region.capacity())
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other.cast::<SharedMemory>().is_ok_and(|o| o.get().region.path() == self.region.path())
+    }
+
+    fn __hash__(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.region.path().hash(&mut h);
+        h.finish()
+    }
+}
+
+fn whole_number(name: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
+        return Err(PyTypeError::new_err(format!("{name} must be an int, got {}", value.get_type().name()?)));
+    }
+    value.extract::<u64>().map_err(|_| PyValueError::new_err(format!("{name} must not be negative, got {value}")))
+}
+
+/// Opens the region at `options`' path, or returns the one this process already mapped (unless
+/// the file at the path was replaced since: then the new one, like any other process gets).
+fn open(py: Python<'_>, options: RegionOptions) -> PyResult<SharedRegion> {
+    let mut regions = REGIONS.lock().unwrap_or_else(|e| e.into_inner());
+    regions.retain(|(_, region)| !region.is_replaced());
+    if let Some((_, region)) = regions.iter().find(|(path, _)| path == options.get_path()) {
+        return Ok(region.clone());
+    }
+    let region = py.detach(|| SharedRegion::open(&options)).map_err(|e| region_error(e, None))?;
+    if let Some(why) = region.recreated() {
+        crate::log(py, "warning", ("circuit_breaker shared memory: %s", why));
+    }
+    regions.push((options.get_path().to_owned(), region.clone()));
+    Ok(region)
+}
+
+/// The region `CIRCUIT_BREAKER_SHARED_MEMORY` names, opened, or None.
+fn from_environment(py: Python<'_>) -> PyResult<Option<SharedRegion>> {
+    let Some(value) = std::env::var_os(ENV_REGION) else { return Ok(None) };
+    let flag = value.to_str().map(|v| v.trim().to_ascii_lowercase());
+    let mut options = RegionOptions::new();
+    match flag.as_deref() {
+        Some("" | "0" | "false" | "no" | "off") => return Ok(None),
+        Some("1" | "true" | "yes" | "on") => {}
+        _ => options = options.path(PathBuf::from(value.clone())),
+    }
+    if let Some(capacity) = std::env::var_os(ENV_CAPACITY) {
+        let parsed = capacity.to_str().and_then(|c| c.trim().parse::<usize>().ok()).filter(|c| (1..=MAX_CAPACITY).contains(c));
+        let Some(capacity) = parsed else {
+            return Err(PyValueError::new_err(format!(
+                "{ENV_CAPACITY} must be a whole number in 1..={MAX_CAPACITY}, got {capacity:?}"
+            )));
+        };
+        options = options.capacity(capacity);
+    }
+    open(py, options).map(Some).map_err(|e| with_context(py, e, &value))
+}
+
+fn with_context(py: Python<'_>, err: PyErr, value: &OsString) -> PyErr {
+    let message = format!("{ENV_REGION}={value:?}: {}", err.value(py));
+    PyErr::from_type(err.get_type(py), message)
+}
+
+/// Where a new breaker's word lives, from its `shared_memory` argument (`None` when omitted).
+pub(crate) fn placement(py: Python<'_>, spec: Option<&Bound<'_, PyAny>>) -> PyResult<Option<SharedRegion>> {
+    let Some(spec) = spec.filter(|s| !s.is_none()) else { return from_environment(py) };
+    if let Ok(flag) = spec.cast::<PyBool>() {
+        return if flag.is_true() {
+            from_environment(py)?.map_or_else(|| open(py, RegionOptions::new()), Ok).map(Some)
+        } else {
+            Ok(None)
+        };
+    }
+    if let Ok(shared) = spec.cast::<SharedMemory>() {
+        return Ok(Some(shared.get().region.clone()));
+    }
+    match spec.extract::<PathBuf>() {
+        Ok(path) => open(py, RegionOptions::new().path(path)).map(Some),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "shared_memory must be a bool, a SharedMemory, a path or None, got {}",
+            spec.get_type().name()?
+        ))),
+    }
+}
+
+/// A breaker's word and counters: its slot in `region` (claimed if new), or this process's.
+pub(crate) fn attach(
+    py: Python<'_>,
+    region: Option<&SharedRegion>,
+    name: &str,
+    config: &Config,
+) -> PyResult<(PyStore, Counters)> {
+    let Some(region) = region else {
+        return Ok((PyStore::Local(cb_core::LocalWord::default()), Counters::default()));
+    };
+    let slot = py.detach(|| region.attach(name, config)).map_err(|e| region_error(e, Some(name)))?;
+    if let Some(theirs) = slot.config_mismatch() {
+        let message = "CircuitBreaker '%s' is shared through %s with processes configured differently \
+            (theirs: %s; ours: %s); each process applies its own settings to the shared state";
+        let (theirs, ours) = (describe(theirs), describe(config));
+        crate::log(py, "warning", (message, name, region.path().display().to_string(), theirs, ours));
+    }
+    if let Some(what) = slot.repaired() {
+        crate::log(py, "warning", ("CircuitBreaker '%s' in %s: %s", name, region.path().display().to_string(), what));
+    }
+    Ok((PyStore::Shared(slot.word()), slot.counters()))
+}
+
+fn describe(c: &Config) -> String {
+    format!(
+        "failure_threshold={}, recovery_timeout_seconds={}, success_threshold={}, half_open_max_calls={}, probe_timeout_seconds={}",
+        c.failure_threshold,
+        c.recovery_timeout.as_secs_f64(),
+        c.success_threshold,
+        c.half_open_max_calls,
+        c.probe_timeout.as_secs_f64()
+    )
+}
+
+/// A region's error as Python's: bad arguments are `ValueError`, everything about the file a
+/// `SharedMemoryError` (an `OSError` and a `CircuitBreakerError`).
+pub(crate) fn region_error(err: RegionError, name: Option<&str>) -> PyErr {
+    let message = match name {
+        Some(name) => format!("CircuitBreaker '{name}': {err}"),
+        None => err.to_string(),
+    };
+    match err {
+        RegionError::BadName { .. } | RegionError::BadOption { .. } | RegionError::Config(_) => {
+            PyValueError::new_err(message)
+        }
+        _ => Python::attach(|py| match crate::refs(py) {
+            Ok(r) => PyErr::from_type(r.shared_memory_error.bind(py).cast::<pyo3::types::PyType>().map_or_else(
+                |_| py.get_type::<pyo3::exceptions::PyOSError>(),
+                |t| t.clone(),
+            ), message),
+            Err(e) => e,
+        }),
+    }
+}

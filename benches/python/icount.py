@@ -17,7 +17,7 @@ import sys
 
 import circuit_breaker
 
-CASES = {"call": "floor", "decorated": "floor", "reject": "raise"}
+CASES = {"call": "floor", "call_shared": "floor", "decorated": "floor", "reject": "raise", "reject_shared": "raise"}
 
 
 def report() -> None:
@@ -67,10 +67,27 @@ def floor(n: int) -> None:
         f()
 
 
-def call(n: int) -> None:
-    breaker = circuit_breaker.CircuitBreaker("icount")
+def call(n: int, **where: object) -> None:
+    breaker = circuit_breaker.CircuitBreaker("icount", **where)
     for _ in range(n):
         breaker.call(f)
+
+
+def in_shared_memory(run):  # type: ignore[no-untyped-def]
+    """The same case with the breaker in a shared-memory region of its own (removed after)."""
+
+    def shared(n: int) -> None:
+        import os
+        import tempfile
+
+        path = os.path.join(tempfile.mkdtemp(), "region")
+        try:
+            run(n, shared_memory=path)
+        finally:
+            os.unlink(path)
+            os.rmdir(os.path.dirname(path))
+
+    return shared
 
 
 def decorated(n: int) -> None:
@@ -87,8 +104,8 @@ def raise_(n: int) -> None:
             pass
 
 
-def reject(n: int) -> None:
-    breaker = circuit_breaker.CircuitBreaker("icount", failure_threshold=1, recovery_timeout_seconds=3600)
+def reject(n: int, **where: object) -> None:
+    breaker = circuit_breaker.CircuitBreaker("icount", failure_threshold=1, recovery_timeout_seconds=3600, **where)
     try:
         breaker.call(lambda: 1 / 0)
     except ZeroDivisionError:
@@ -103,7 +120,15 @@ def reject(n: int) -> None:
 
 # The loops run in functions, so the names they use are fast locals and a case's count is
 # not shifted by dict lookups of module globals.
-RUNS = {"floor": floor, "call": call, "decorated": decorated, "raise": raise_, "reject": reject}
+RUNS = {
+    "floor": floor,
+    "call": call,
+    "call_shared": in_shared_memory(call),
+    "decorated": decorated,
+    "raise": raise_,
+    "reject": reject,
+    "reject_shared": in_shared_memory(reject),
+}
 logging.getLogger("circuit_breaker").disabled = True
 if CASE not in RUNS:
     raise SystemExit(f"unknown case {CASE!r}")

@@ -63,9 +63,10 @@ pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, Shared
 pub use store::{LocalWord, Store};
 pub use word::{Admission, Command, Limits, Outcome, Snapshot, Step, Ticket, CLOCK_SKEW_TICKS};
 
-/// The README's Rust examples, compiled and run as doctests so they cannot rot.
+/// The README's Rust examples, compiled and run as doctests so they cannot rot (with the
+/// shared-memory feature, which one of them uses; `make test-rust` turns it on).
 #[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, unix, feature = "shared-memory"))]
 pub struct ReadmeDoctests;
 
 /// A breaker's state.

@@ -12,6 +12,11 @@ lock-free counters when Prometheus scrapes.
 | ``circuit_breaker_calls_total`` | counter | ``name``, ``result`` | ``success``, ``failure``, ``rejected``, ``ignored`` |
 | ``circuit_breaker_opened_total`` | counter | ``name`` | transitions into OPEN |
 | ``circuit_breaker_failure_count`` | gauge | ``name`` | consecutive failures now |
+| ``circuit_breaker_info`` | gauge | ``name``, ``scope`` | always 1; ``scope`` is ``process``, or ``host`` for a breaker in shared memory |
+
+A breaker in shared memory reports host-wide counts, the same from whichever worker process
+serves the scrape: scrape one endpoint per host (or aggregate with ``max``, not ``sum``, across
+workers of one host).
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ class CircuitBreakerCollector(Collector):
         failures = GaugeMetricFamily(
             "circuit_breaker_failure_count", "Consecutive failures counted now.", labels=["name"]
         )
+        info = GaugeMetricFamily(
+            "circuit_breaker_info",
+            "Always 1; scope is what the counts cover: process, or host for a breaker in shared memory.",
+            labels=["name", "scope"],
+        )
         for name, breaker in sorted(self._registry.get_all().items()):
             m = breaker.get_metrics()
             state.add_metric([name], STATE_VALUES[m["state"]])
@@ -55,7 +65,8 @@ class CircuitBreakerCollector(Collector):
             calls.add_metric([name, "ignored"], m["total_ignored"])
             opened.add_metric([name], m["circuit_opened_count"])
             failures.add_metric([name], m["current_failure_count"])
-        return [state, calls, opened, failures]
+            info.add_metric([name, m["scope"]], 1)
+        return [state, calls, opened, failures, info]
 
 
 def register_metrics(

@@ -63,3 +63,18 @@ def test_half_open_reads_1() -> None:
         breakers.get("prom_half").call(lambda: 1 / 0)
     time.sleep(0.04)
     assert scrape(prom)[("circuit_breaker_state", (("name", "prom_half"),))] == 1
+
+
+def test_info_says_whether_counts_are_this_process_or_the_host(tmp_path: object) -> None:
+    from pathlib import Path
+
+    breakers = CircuitBreakerRegistry()
+    breakers.register("prom_local", CircuitBreaker("prom_local"))
+    breakers.register("prom_host", CircuitBreaker("prom_host", shared_memory=str(Path(str(tmp_path)) / "region")))
+    prom = CollectorRegistry()
+    register_metrics(breakers, prom)
+    samples = scrape(prom)
+    assert samples[("circuit_breaker_info", (("name", "prom_local"), ("scope", "process")))] == 1
+    assert samples[("circuit_breaker_info", (("name", "prom_host"), ("scope", "host")))] == 1
+    breakers.unregister("prom_local")
+    breakers.unregister("prom_host")

@@ -14,7 +14,8 @@ use pyo3::types::{PyDict, PyTuple};
 use pyo3::PyTraverseError;
 
 use crate::vectorcall::CallArgs;
-use crate::{not_callable, CircuitBreaker};
+use crate::args::not_callable;
+use crate::breaker::CircuitBreaker;
 
 // CPython's `PyMethod_New` (the C side of `types.MethodType`), which pyo3-ffi does not declare.
 extern "C" {

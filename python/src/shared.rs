@@ -62,7 +62,7 @@ impl SharedMemory {
             options = options.path(path);
         }
         if let Some(capacity) = capacity {
-            options = options.capacity(crate::int_arg("capacity", capacity, MAX_CAPACITY as u64)? as usize);
+            options = options.capacity(crate::args::int_arg("capacity", capacity, MAX_CAPACITY as u64)? as usize);
         }
         if let Some(mode) = mode {
             options = options.mode(whole_number("mode", mode)? as u32);
@@ -126,7 +126,7 @@ fn open(py: Python<'_>, options: RegionOptions) -> PyResult<SharedRegion> {
     }
     let region = py.detach(|| SharedRegion::open(&options)).map_err(|e| region_error(e, None))?;
     if let Some(why) = region.recreated() {
-        crate::log(py, "warning", ("circuit_breaker shared memory: %s", why));
+        crate::announce::log(py, "warning", ("circuit_breaker shared memory: %s", why));
     }
     regions.push((options.get_path().to_owned(), region.clone()));
     Ok(region)
@@ -196,10 +196,10 @@ pub(crate) fn attach(
         let message = "CircuitBreaker '%s' is shared through %s with processes configured differently \
             (theirs: %s; ours: %s); each process applies its own settings to the shared state";
         let (theirs, ours) = (describe(theirs), describe(config));
-        crate::log(py, "warning", (message, name, region.path().display().to_string(), theirs, ours));
+        crate::announce::log(py, "warning", (message, name, region.path().display().to_string(), theirs, ours));
     }
     if let Some(what) = slot.repaired() {
-        crate::log(py, "warning", ("CircuitBreaker '%s' in %s: %s", name, region.path().display().to_string(), what));
+        crate::announce::log(py, "warning", ("CircuitBreaker '%s' in %s: %s", name, region.path().display().to_string(), what));
     }
     Ok((PyStore::Shared(slot.word()), slot.counters()))
 }
@@ -226,7 +226,7 @@ pub(crate) fn region_error(err: RegionError, name: Option<&str>) -> PyErr {
         RegionError::BadName { .. } | RegionError::BadOption { .. } | RegionError::Config(_) => {
             PyValueError::new_err(message)
         }
-        _ => Python::attach(|py| match crate::refs(py) {
+        _ => Python::attach(|py| match crate::refs::refs(py) {
             Ok(r) => PyErr::from_type(r.shared_memory_error.bind(py).cast::<pyo3::types::PyType>().map_or_else(
                 |_| py.get_type::<pyo3::exceptions::PyOSError>(),
                 |t| t.clone(),

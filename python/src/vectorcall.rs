@@ -16,7 +16,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::CircuitBreaker;
+use crate::breaker::CircuitBreaker;
 
 /// The arguments after `func` of one call through a breaker, as they arrived.
 pub(crate) enum CallArgs<'a, 'py> {

@@ -1,0 +1,506 @@
+//! The `CircuitBreaker` class: construction, the call path (`call` reaches it through
+//! [`crate::vectorcall`]), manual control and getters. The status and metrics dicts are built in
+//! [`crate::status`].
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use std::sync::atomic::Ordering;
+
+use cb_core::{Config, Outcome, State, Ticket};
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyString, PyWeakrefReference};
+use pyo3::IntoPyObjectExt;
+
+use crate::announce::{log_error_with_traceback, on_transition, Listeners};
+use crate::args::{config_error, int_arg, not_callable, seconds_arg, Arg};
+use crate::permit::Permit;
+use crate::policy::Policy;
+use crate::refs::refs;
+use crate::state::{state_member, state_name};
+use crate::vectorcall::CallArgs;
+use crate::{shared, status, store};
+
+/// A circuit breaker protecting one dependency. See the package documentation.
+#[pyclass(frozen, subclass, weakref, module = "circuit_breaker", name = "CircuitBreaker")]
+pub(crate) struct CircuitBreaker {
+    pub(crate) listeners: Arc<Listeners>,
+    pub(crate) policy: Policy,
+    /// The exception of the failure that last opened the breaker (for the open error).
+    pub(crate) last_failure: Mutex<Option<Py<PyAny>>>,
+    pub(crate) name: Py<PyString>,
+    /// `recovery_timeout_seconds` exactly as given (an int stays an int in the status).
+    pub(crate) recovery_timeout_seconds: Py<PyAny>,
+    pub(crate) inner: store::Inner,
+    /// The shared-memory region its word and counters live in, if any.
+    pub(crate) region: Option<cb_core::SharedRegion>,
+    pub(crate) created: SystemTime,
+}
+
+impl CircuitBreaker {
+    /// `call(func, /, *args, **kwargs)`: runs `func` through the breaker and returns its value.
+    /// If `func` returns a coroutine (an `async def` function), returns an awaitable that
+    /// records the outcome when the coroutine finishes. Python reaches it through
+    /// [`vectorcall`], which hands over the arguments unpacked.
+    #[inline(always)]
+    pub(crate) fn call<'py>(slf: &Bound<'py, Self>, func: &Bound<'py, PyAny>, rest: &CallArgs<'_, 'py>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if !func.is_callable() {
+            return Err(not_callable(func));
+        }
+        let ticket = match this.inner.admit() {
+            Ok(permit) => permit.into_ticket(),
+            Err(rejected) => return Self::rejected_call(slf, rejected, rest),
+        };
+        // From here the ticket is recorded exactly once (nothing below panics: PyO3 turns
+        // Python errors into values).
+        match rest.call(func) {
+            Ok(value) => {
+                // An exact type compare (coroutine objects cannot be subclassed); pyo3-ffi's
+                // `PyCoro_CheckExact` calls `PyType_IsSubtype` (24 instructions a call).
+                if value.get_type_ptr() == &raw mut pyo3::ffi::PyCoro_Type {
+                    return Self::started_coroutine(slf, ticket, value, rest);
+                }
+                if this.policy.failure_predicate.is_none() {
+                    this.inner.record(ticket, Outcome::Success);
+                    return Ok(value.unbind());
+                }
+                this.returned_with_policy(py, ticket, value, rest)
+            }
+            Err(err) => this.raised(py, ticket, err, rest),
+        }
+    }
+
+    pub(crate) fn rejection(slf: &Bound<'_, Self>, rejected: cb_core::Rejected) -> PyErr {
+        let py = slf.py();
+        let this = slf.get();
+        let build = || -> PyResult<PyErr> {
+            let r = refs(py)?;
+            let secs = rejected.retry_after().map(|d| d.as_secs_f64());
+            let state = match rejected.state() {
+                State::HalfOpen => &r.half_open,
+                _ => &r.open,
+            };
+            // BaseException.__new__ sets `args` without running the class's Python __init__.
+            // The breaker rides along so `last_failure` is read only if someone asks.
+            let exc = r.exception_new.bind(py).call1((
+                r.open_error.bind(py),
+                this.name.bind(py),
+                secs,
+                state.bind(py),
+                slf,
+            ))?;
+            Ok(PyErr::from_value(exc))
+        };
+        build().unwrap_or_else(|e| e)
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.inner.state()
+    }
+
+    /// `call` was rejected: the fallback's result, or the open error.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn rejected_call(
+        slf: &Bound<'_, Self>,
+        rejected: cb_core::Rejected,
+        rest: &CallArgs<'_, '_>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let error = Self::rejection(slf, rejected);
+        match &this.policy.fallback {
+            Some(fallback) => this.call_fallback(py, fallback, error.value(py), rest),
+            None => Err(error),
+        }
+    }
+
+    /// `call` started a coroutine: the outcome comes when it is awaited, so hand back an
+    /// awaitable that owns the slot.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn started_coroutine(
+        slf: &Bound<'_, Self>,
+        ticket: Ticket,
+        coroutine: Bound<'_, PyAny>,
+        rest: &CallArgs<'_, '_>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let (args, kwargs) = rest.packed()?;
+        let permit = Permit { breaker: slf.clone().unbind(), ticket: Mutex::new(Some(ticket)) };
+        Ok(refs(py)?.record_when_done.bind(py).call1((permit, coroutine, args, kwargs))?.unbind())
+    }
+
+    /// `call` returned and a `failure_predicate` is set: classify, maybe fall back.
+    #[inline(never)]
+    pub(crate) fn returned_with_policy(
+        &self,
+        py: Python<'_>,
+        ticket: Ticket,
+        value: Bound<'_, PyAny>,
+        rest: &CallArgs<'_, '_>,
+    ) -> PyResult<Py<PyAny>> {
+        let outcome = self.outcome_of_value(py, &value);
+        self.finish(ticket, outcome, None);
+        match (&self.policy.fallback, outcome) {
+            (Some(fallback), Outcome::Failure) if self.policy.fallback_on_failure => {
+                self.call_fallback(py, fallback, py.None().bind(py), rest)
+            }
+            _ => Ok(value.unbind()),
+        }
+    }
+
+    /// `call` raised: classify (Exception subclasses are the dependency failing unless the
+    /// policy says otherwise; other BaseExceptions — KeyboardInterrupt, SystemExit,
+    /// GeneratorExit, CancelledError — say nothing about it and count as neither), maybe fall
+    /// back, else propagate the very same exception.
+    #[inline(never)]
+    pub(crate) fn raised(
+        &self,
+        py: Python<'_>,
+        ticket: Ticket,
+        err: PyErr,
+        rest: &CallArgs<'_, '_>,
+    ) -> PyResult<Py<PyAny>> {
+        let error = err.value(py);
+        let outcome = self.outcome_of_error(py, error);
+        self.finish(ticket, outcome, Some(error));
+        match (&self.policy.fallback, outcome) {
+            (Some(fallback), Outcome::Failure) if self.policy.fallback_on_failure => {
+                self.call_fallback(py, fallback, error, rest)
+            }
+            _ => Err(err),
+        }
+    }
+
+    /// Calls `fallback(*args, **kwargs)` while `error` is being handled, so the fallback sees
+    /// it as `sys.exc_info()` and any error it raises chains to it.
+    pub(crate) fn call_fallback(
+        &self,
+        py: Python<'_>,
+        fallback: &Py<PyAny>,
+        error: &Bound<'_, PyAny>,
+        rest: &CallArgs<'_, '_>,
+    ) -> PyResult<Py<PyAny>> {
+        let r = refs(py)?;
+        let (args, kwargs) = rest.packed()?;
+        let kwargs = match kwargs {
+            Some(k) => k.clone(),
+            None => PyDict::new(py),
+        };
+        Ok(r.call_fallback.bind(py).call1((fallback.bind(py), error, args, kwargs))?.unbind())
+    }
+
+    /// What an exception from the call counts as.
+    pub(crate) fn outcome_of_error(&self, py: Python<'_>, error: &Bound<'_, PyAny>) -> Outcome {
+        if !error.is_instance_of::<PyException>() {
+            return Outcome::Ignored;
+        }
+        if self.policy.is_plain() {
+            return Outcome::Failure;
+        }
+        let p = &self.policy;
+        if let Some(types) = &p.exclude_types {
+            if error.is_instance(types.bind(py)).unwrap_or(false) {
+                return Outcome::Ignored;
+            }
+        }
+        for predicate in &p.exclude_predicates {
+            match predicate.bind(py).call1((error,)).and_then(|v| v.is_truthy()) {
+                Ok(true) => return Outcome::Ignored,
+                Ok(false) => {}
+                Err(err) => self.log_classifier_error(py, "exclude predicate", predicate.bind(py), err),
+            }
+        }
+        if let Some(types) = &p.expected {
+            if !error.is_instance(types.bind(py)).unwrap_or(false) {
+                return Outcome::Ignored;
+            }
+        }
+        Outcome::Failure
+    }
+
+    /// What a value returned by the call counts as.
+    pub(crate) fn outcome_of_value(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> Outcome {
+        let Some(predicate) = &self.policy.failure_predicate else { return Outcome::Success };
+        match predicate.bind(py).call1((value,)).and_then(|v| v.is_truthy()) {
+            Ok(true) => Outcome::Failure,
+            Ok(false) => Outcome::Success,
+            Err(err) => {
+                self.log_classifier_error(py, "failure_predicate", predicate.bind(py), err);
+                Outcome::Failure
+            }
+        }
+    }
+
+    /// A classifier that raises is a bug in it, not in the dependency: log it with its
+    /// traceback and count the call as a failure; the caller's own result is never lost.
+    pub(crate) fn log_classifier_error(&self, py: Python<'_>, what: &str, classifier: &Bound<'_, PyAny>, err: PyErr) {
+        let Ok(r) = refs(py) else { return };
+        let message = "CircuitBreaker '%s': %s %r raised; counting the call as a failure";
+        log_error_with_traceback(r.logger.bind(py), (message, self.name.bind(py), what, classifier), &err);
+    }
+
+    /// Records `outcome` for a finished call and remembers a failure that opened the breaker.
+    #[inline]
+    pub(crate) fn finish(&self, ticket: Ticket, outcome: Outcome, error: Option<&Bound<'_, PyAny>>) {
+        self.inner.record(ticket, outcome);
+        if outcome == Outcome::Failure && self.inner.snapshot().stored_state() == State::Open {
+            if let Some(error) = error {
+                *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.clone().unbind());
+            }
+        }
+    }
+
+
+}
+
+#[pymethods]
+impl CircuitBreaker {
+    #[new]
+    #[pyo3(signature = (
+        name, failure_threshold = Arg::Omitted, recovery_timeout_seconds = Arg::Omitted, *,
+        success_threshold = Arg::Omitted, half_open_max_calls = Arg::Omitted,
+        expected_exceptions = None, exclude = None, failure_predicate = None,
+        fallback = None, fallback_on_failure = None,
+        probe_timeout_seconds = Arg::Omitted, shared_memory = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new<'py>(
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+        failure_threshold: Arg<'py>,
+        recovery_timeout_seconds: Arg<'py>,
+        success_threshold: Arg<'py>,
+        half_open_max_calls: Arg<'py>,
+        expected_exceptions: Option<&Bound<'py, PyAny>>,
+        exclude: Option<&Bound<'py, PyAny>>,
+        failure_predicate: Option<&Bound<'py, PyAny>>,
+        fallback: Option<&Bound<'py, PyAny>>,
+        fallback_on_failure: Option<&Bound<'py, PyAny>>,
+        probe_timeout_seconds: Arg<'py>,
+        shared_memory: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Self> {
+        let none = py.None().into_bound(py);
+        let false_ = PyBool::new(py, false).to_owned().into_any();
+        let policy = Policy::from_args(
+            expected_exceptions.unwrap_or(&none),
+            exclude.unwrap_or(&none),
+            failure_predicate.unwrap_or(&none),
+            fallback.unwrap_or(&none),
+            fallback_on_failure.unwrap_or(&false_),
+        )?;
+        let name = name.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!("name must be a str, got {}", name.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
+        })?;
+        let defaults = Config::default();
+        let mut config = defaults;
+        if let Some(v) = failure_threshold.given() {
+            config.failure_threshold = int_arg("failure_threshold", v, u64::from(u32::MAX))?;
+        }
+        if let Some(v) = success_threshold.given() {
+            config.success_threshold = int_arg("success_threshold", v, 255)?;
+        }
+        if let Some(v) = half_open_max_calls.given() {
+            config.half_open_max_calls = int_arg("half_open_max_calls", v, 255)?;
+        }
+        let recovery_obj = match recovery_timeout_seconds.given() {
+            Some(v) => {
+                config.recovery_timeout = seconds_arg("recovery_timeout_seconds", v)?;
+                v.clone().unbind()
+            }
+            None => defaults.recovery_timeout.as_secs().into_py_any(py)?,
+        };
+        if let Some(v) = probe_timeout_seconds.given() {
+            config.probe_timeout = seconds_arg("probe_timeout_seconds", v)?;
+        }
+        config.limits().map_err(config_error)?;
+        // Look the Python-side objects up now, so `call` can rely on them being there.
+        refs(py)?;
+        let label = name.to_string();
+        let region = shared::placement(py, shared_memory)?;
+        let (store, counters) = shared::attach(py, region.as_ref(), &label, &config)?;
+        let listeners = Arc::new(Listeners::new());
+        let hook = Arc::clone(&listeners);
+        // The status reports the last failure's time: stamp every failure.
+        let mut inner = cb_core::CircuitBreaker::with_store(config, cb_core::DefaultClock::default(), counters.with_failure_times(), store)
+            .map_err(config_error)?
+            .on_transition(move |t| on_transition(&label, &hook, t));
+        if let Some(region) = &region {
+            // Every process converts the shared ticks to wall-clock time alike.
+            inner = inner.with_wall_anchor(region.wall_anchor());
+        }
+        Ok(CircuitBreaker {
+            listeners,
+            policy,
+            last_failure: Mutex::new(None),
+            name: name.clone().unbind(),
+            recovery_timeout_seconds: recovery_obj,
+            inner,
+            region,
+            created: SystemTime::now(),
+        })
+    }
+
+    /// Whether the breaker is OPEN now (rejecting calls).
+    fn is_open(&self) -> bool {
+        state_name(self.state()) == "OPEN"
+    }
+
+    /// Whether the breaker is HALF_OPEN now (the recovery timeout has elapsed).
+    fn is_half_open(&self) -> bool {
+        self.state() == State::HalfOpen
+    }
+
+    /// Whether the breaker is CLOSED now (normal operation).
+    fn is_closed(&self) -> bool {
+        state_name(self.state()) == "CLOSED"
+    }
+
+    /// The current `CircuitBreakerState`.
+    fn get_state(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(state_member(refs(py)?, self.state()).clone_ref(py))
+    }
+
+    /// The status dict (see [`status::status`]).
+    fn get_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        status::status(self, py)
+    }
+
+    /// Counters since creation (see [`status::metrics`]).
+    fn get_metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        status::metrics(self, py)
+    }
+
+    /// Admits one call and returns its `Permit`, for code that is not one function call
+    /// (streaming, callbacks). Raises `CircuitBreakerOpenError` when rejected.
+    fn acquire(slf: &Bound<'_, Self>) -> PyResult<Permit> {
+        let this = slf.get();
+        let permit = this.inner.admit().map_err(|rejected| Self::rejection(slf, rejected))?;
+        Ok(Permit { breaker: slf.clone().unbind(), ticket: Mutex::new(Some(permit.into_ticket())) })
+    }
+
+    /// OPEN until `reset()`, whatever the timeout (reads as OPEN; `mode` is `'forced_open'`).
+    fn force_open(&self) {
+        self.inner.force_open();
+    }
+
+    /// Admits every call and never trips until `reset()` (reads as CLOSED; `mode` is
+    /// `'disabled'`).
+    fn disable(&self) {
+        self.inner.disable();
+    }
+
+    /// Calls `listener(breaker, old_state, new_state, reason)` after every transition, on the
+    /// thread that made it. An exception from a listener is logged and never breaks a call.
+    fn add_listener(slf: &Bound<'_, Self>, listener: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !listener.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "listener must be callable, got {}",
+                listener.get_type().name()?
+            )));
+        }
+        let this = slf.get();
+        let py = slf.py();
+        this.listeners.owner.get_or_try_init(py, || {
+            PyWeakrefReference::new(slf).map(|w| w.unbind())
+        })?;
+        this.listeners.list.lock().unwrap_or_else(|e| e.into_inner()).push(listener.clone().unbind());
+        this.listeners.any.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Removes a listener added with `add_listener`; `ValueError` if it was not added.
+    fn remove_listener(&self, listener: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut list = self.listeners.list.lock().unwrap_or_else(|e| e.into_inner());
+        let position = list.iter().position(|l| l.bind(listener.py()).is(listener));
+        match position {
+            Some(i) => {
+                list.remove(i);
+                self.listeners.any.store(!list.is_empty(), Ordering::Release);
+                Ok(())
+            }
+            None => Err(PyValueError::new_err("listener was not added to this breaker")),
+        }
+    }
+
+    /// Back to CLOSED with the failure and success counts cleared.
+    fn reset(&self) {
+        self.inner.metrics().mark_reset();
+        self.inner.reset();
+    }
+
+    /// The breaker's name.
+    #[getter]
+    fn name(&self, py: Python<'_>) -> Py<PyString> {
+        self.name.clone_ref(py)
+    }
+
+    /// Consecutive failures that open the breaker.
+    #[getter]
+    fn failure_threshold(&self) -> u64 {
+        self.inner.config().failure_threshold
+    }
+
+    /// Seconds OPEN lasts before probing, as given.
+    #[getter]
+    fn recovery_timeout_seconds(&self, py: Python<'_>) -> Py<PyAny> {
+        self.recovery_timeout_seconds.clone_ref(py)
+    }
+
+    /// Consecutive probe successes that close the breaker.
+    #[getter]
+    fn success_threshold(&self) -> u64 {
+        self.inner.config().success_threshold
+    }
+
+    /// Probes admitted at the same time in HALF_OPEN.
+    #[getter]
+    fn half_open_max_calls(&self) -> u64 {
+        self.inner.config().half_open_max_calls
+    }
+
+    /// Seconds a half-open probe slot may be held without an outcome before it is presumed lost
+    /// (a leaked permit, a worker killed mid-probe).
+    #[getter]
+    fn probe_timeout_seconds(&self) -> f64 {
+        self.inner.config().probe_timeout.as_secs_f64()
+    }
+
+    /// The shared-memory region its state lives in (host-wide), or None (this process only).
+    #[getter]
+    fn shared_memory(&self) -> Option<shared::SharedMemory> {
+        self.region.clone().map(shared::SharedMemory::new_for)
+    }
+
+    /// The fallback called instead of raising (None if none).
+    #[getter]
+    fn fallback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.policy.fallback.as_ref().map(|f| f.clone_ref(py))
+    }
+
+    /// Whether the fallback also replaces a failed call's exception.
+    #[getter]
+    fn fallback_on_failure(&self) -> bool {
+        self.policy.fallback_on_failure
+    }
+
+    /// The exception of the failure that last opened the breaker, or None.
+    #[getter]
+    fn last_failure(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.last_failure.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|e| e.clone_ref(py))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "CircuitBreaker(name={}, state={}, failure_threshold={}, recovery_timeout_seconds={})",
+            self.name.bind(py).repr().map(|r| r.to_string()).unwrap_or_default(),
+            state_name(self.state()),
+            self.inner.config().failure_threshold,
+            self.recovery_timeout_seconds.bind(py),
+        )
+    }
+}

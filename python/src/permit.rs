@@ -1,0 +1,96 @@
+//! `Permit`: the right to run one call, for two-step use (`CircuitBreaker.acquire()`).
+
+use std::sync::Mutex;
+
+use cb_core::{Outcome, Ticket};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use crate::breaker::CircuitBreaker;
+
+/// The right to run one call, from `CircuitBreaker.acquire()`. Report how it ended with
+/// `success()`, `failure()` or `ignore()`, once; a permit garbage-collected unreported counts
+/// as ignored and frees its half-open probe slot.
+#[pyclass(frozen, module = "circuit_breaker", name = "Permit")]
+pub(crate) struct Permit {
+    pub(crate) breaker: Py<CircuitBreaker>,
+    pub(crate) ticket: Mutex<Option<Ticket>>,
+}
+
+impl Permit {
+    pub(crate) fn finish(&self, outcome: Outcome, error: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let ticket = self.ticket.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match ticket {
+            Some(ticket) => {
+                self.breaker.get().finish(ticket, outcome, error);
+                Ok(())
+            }
+            None => Err(PyRuntimeError::new_err("this permit has already reported its outcome")),
+        }
+    }
+}
+
+#[pymethods]
+impl Permit {
+    /// The call succeeded.
+    fn success(&self) -> PyResult<()> {
+        self.finish(Outcome::Success, None)
+    }
+
+    /// The call failed.
+    fn failure(&self) -> PyResult<()> {
+        self.finish(Outcome::Failure, None)
+    }
+
+    /// The call ended in a way that says nothing about the dependency.
+    fn ignore(&self) -> PyResult<()> {
+        self.finish(Outcome::Ignored, None)
+    }
+
+    /// The call raised `error` (or, for None, finished without raising): records what the
+    /// breaker's policy says it counts as. Returns True if it counted as a failure.
+    #[pyo3(signature = (error = None))]
+    fn record_exception(&self, py: Python<'_>, error: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let outcome = match error {
+            None => Outcome::Success,
+            Some(e) => self.breaker.get().outcome_of_error(py, e),
+        };
+        self.finish(outcome, error)?;
+        Ok(outcome == Outcome::Failure)
+    }
+
+    /// The call returned `value`: records success, or failure if the breaker's
+    /// `failure_predicate` says so. Returns True if it counted as a failure.
+    fn record_result(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let outcome = self.breaker.get().outcome_of_value(py, value);
+        self.finish(outcome, None)?;
+        Ok(outcome == Outcome::Failure)
+    }
+
+    /// The breaker this permit belongs to.
+    #[getter]
+    fn breaker(&self, py: Python<'_>) -> Py<CircuitBreaker> {
+        self.breaker.clone_ref(py)
+    }
+
+    /// Whether this call is a half-open probe.
+    #[getter]
+    fn is_probe(&self) -> bool {
+        self.ticket.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.is_probe())
+    }
+
+    /// Whether an outcome is still to be reported.
+    #[getter]
+    fn pending(&self) -> bool {
+        self.ticket.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let ticket = self.ticket.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(ticket) = ticket {
+            self.breaker.get().inner.record(ticket, Outcome::Ignored);
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! What counts as a failure, and what to return instead of an error: set once, at
+//! construction.
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyTuple};
+
+use crate::args::{exception_types, is_exception_type, optional_callable};
+
+/// What counts as failure, and what to return instead of an error. Set once, at construction.
+pub(crate) struct Policy {
+    /// Only these exception types (and subclasses) count as failures.
+    pub(crate) expected: Option<Py<PyTuple>>,
+    /// Exception types that never count.
+    pub(crate) exclude_types: Option<Py<PyTuple>>,
+    /// Predicates `exc -> bool`: a true answer means the exception does not count.
+    pub(crate) exclude_predicates: Vec<Py<PyAny>>,
+    /// `result -> bool`: a true answer means the returned value is a failure.
+    pub(crate) failure_predicate: Option<Py<PyAny>>,
+    pub(crate) fallback: Option<Py<PyAny>>,
+    pub(crate) fallback_on_failure: bool,
+}
+
+impl Policy {
+    /// Whether every exception counts and no value does: the documented behaviour.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.expected.is_none()
+            && self.exclude_types.is_none()
+            && self.exclude_predicates.is_empty()
+            && self.failure_predicate.is_none()
+    }
+}
+
+impl Policy {
+    pub(crate) fn from_args(
+        expected_exceptions: &Bound<'_, PyAny>,
+        exclude: &Bound<'_, PyAny>,
+        failure_predicate: &Bound<'_, PyAny>,
+        fallback: &Bound<'_, PyAny>,
+        fallback_on_failure: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let py = exclude.py();
+        let expected = if expected_exceptions.is_none() {
+            None
+        } else {
+            Some(exception_types("expected_exceptions", expected_exceptions)?.unbind())
+        };
+        let mut types = Vec::new();
+        let mut predicates = Vec::new();
+        if !exclude.is_none() {
+            let iter = exclude.try_iter().map_err(|_| {
+                PyTypeError::new_err("exclude must be a sequence of exception types or predicates")
+            })?;
+            for item in iter {
+                let item = item?;
+                if is_exception_type(&item)? {
+                    types.push(item);
+                } else if item.is_callable() {
+                    predicates.push(item.unbind());
+                } else {
+                    return Err(PyTypeError::new_err(format!(
+                        "exclude must hold exception types or predicates, got {}",
+                        item.repr()?
+                    )));
+                }
+            }
+        }
+        let fallback_on_failure = fallback_on_failure.cast::<PyBool>().map_err(|_| {
+            PyTypeError::new_err("fallback_on_failure must be a bool")
+        })?.is_true();
+        let fallback = optional_callable("fallback", fallback)?;
+        if fallback_on_failure && fallback.is_none() {
+            return Err(PyValueError::new_err("fallback_on_failure=True needs a fallback"));
+        }
+        Ok(Policy {
+            expected,
+            exclude_types: if types.is_empty() { None } else { Some(PyTuple::new(py, types)?.unbind()) },
+            exclude_predicates: predicates,
+            failure_predicate: optional_callable("failure_predicate", failure_predicate)?,
+            fallback,
+            fallback_on_failure,
+        })
+    }
+}

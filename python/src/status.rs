@@ -1,0 +1,90 @@
+//! The status and metrics dicts: the documented keys first, in order, then the extensions.
+
+use cb_core::State;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::breaker::CircuitBreaker;
+use crate::iso8601::iso8601;
+use crate::state::{mode, state_name};
+
+/// `get_status()`: the documented keys first, then `success_threshold`,
+/// `half_open_max_calls`, `total_failures`, `total_rejections`, `mode`, `scope`.
+pub(crate) fn status<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    let state = b.state();
+    let config = b.inner.config();
+    let totals = b.inner.metrics().since_reset();
+    let failure_count = failure_count(b, state);
+    let failed_since_reset = totals.failures > 0;
+    let last_failure = b
+        .inner
+        .last_failure_time()
+        .filter(|_| failed_since_reset)
+        .map(iso8601);
+    let last_change = b.inner.last_state_change_time().unwrap_or(b.created);
+    let until_recovery = match state {
+        State::Open => b.inner.time_until_half_open().map(|d| d.as_secs_f64()),
+        _ => None,
+    };
+    let status = PyDict::new(py);
+    status.set_item(intern!(py, "name"), b.name.bind(py))?;
+    status.set_item(intern!(py, "state"), state_name(state))?;
+    status.set_item(intern!(py, "failure_count"), failure_count)?;
+    status.set_item(intern!(py, "success_count"), totals.successes)?;
+    status.set_item(intern!(py, "failure_threshold"), config.failure_threshold)?;
+    status.set_item(intern!(py, "recovery_timeout_seconds"), b.recovery_timeout_seconds.bind(py))?;
+    status.set_item(intern!(py, "last_failure_time"), last_failure)?;
+    status.set_item(intern!(py, "last_state_change"), iso8601(last_change))?;
+    status.set_item(intern!(py, "time_until_recovery_seconds"), until_recovery)?;
+    status.set_item(intern!(py, "success_threshold"), config.success_threshold)?;
+    status.set_item(intern!(py, "half_open_max_calls"), config.half_open_max_calls)?;
+    status.set_item(intern!(py, "total_failures"), b.inner.metrics().totals().failures)?;
+    status.set_item(intern!(py, "total_rejections"), totals.rejections)?;
+    status.set_item(intern!(py, "mode"), mode(state))?;
+    status.set_item(intern!(py, "scope"), scope(b))?;
+    Ok(status)
+}
+
+/// `get_metrics()`: counters since creation (a `reset` keeps them), the widely used keys first.
+///
+/// `total_requests` counts every call (rejected ones included); `success_rate` is the
+/// percentage of them that succeeded (0 before any call).
+pub(crate) fn metrics<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    let state = b.state();
+    let t = b.inner.metrics().totals();
+    let requests = t.successes + t.failures + t.ignored + t.rejections;
+    let rate = if requests == 0 { 0.0 } else { t.successes as f64 / requests as f64 * 100.0 };
+    let metrics = PyDict::new(py);
+    metrics.set_item(intern!(py, "state"), state_name(state))?;
+    metrics.set_item(intern!(py, "total_requests"), requests)?;
+    metrics.set_item(intern!(py, "total_successes"), t.successes)?;
+    metrics.set_item(intern!(py, "total_failures"), t.failures)?;
+    metrics.set_item(intern!(py, "success_rate"), rate)?;
+    metrics.set_item(intern!(py, "circuit_opened_count"), t.opened)?;
+    metrics.set_item(intern!(py, "current_failure_count"), failure_count(b, state))?;
+    metrics.set_item(intern!(py, "total_rejections"), t.rejections)?;
+    metrics.set_item(intern!(py, "total_ignored"), t.ignored)?;
+    metrics.set_item(intern!(py, "mode"), mode(state))?;
+    metrics.set_item(intern!(py, "scope"), scope(b))?;
+    Ok(metrics)
+}
+
+/// What the counts cover: `'process'`, or `'host'` when the breaker lives in shared memory.
+pub(crate) fn scope(b: &CircuitBreaker) -> &'static str {
+    if b.region.is_some() {
+        "host"
+    } else {
+        "process"
+    }
+}
+
+/// Consecutive failures now; the word keeps no count once open, so OPEN and HALF_OPEN report
+/// the threshold that opened it.
+pub(crate) fn failure_count(b: &CircuitBreaker, state: State) -> u64 {
+    match state {
+        State::Closed => b.inner.snapshot().failures(),
+        State::Open | State::HalfOpen => b.inner.config().failure_threshold,
+        _ => 0,
+    }
+}

@@ -26,7 +26,7 @@ _open_blocks: contextvars.ContextVar[Tuple[Tuple[int, Permit], ...]] = contextva
 )
 
 
-class CircuitBreaker(_core.CircuitBreaker):
+class CircuitBreaker(_core.BreakerCore):
     """A circuit breaker protecting one dependency (see the package documentation).
 
     Besides ``call``: ``with breaker:`` / ``async with breaker:`` around a block,

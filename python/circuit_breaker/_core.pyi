@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Type, TypeVar,
 from ._types import CircuitBreakerState
 
 _T = TypeVar("_T")
-_B = TypeVar("_B", bound="CircuitBreaker")
+_B = TypeVar("_B", bound="BreakerCore")
 
 class Permit:
     """The right to run one call, from ``CircuitBreaker.acquire()``.
@@ -23,14 +23,15 @@ class Permit:
     def record_result(self, value: object) -> bool:
         """Records ``value`` (a failure if ``failure_predicate`` says so); True if a failure."""
     @property
-    def breaker(self) -> CircuitBreaker: ...
+    def breaker(self) -> BreakerCore: ...
     @property
     def is_probe(self) -> bool: ...
     @property
     def pending(self) -> bool: ...
 
-class CircuitBreaker:
-    """A circuit breaker protecting one dependency; the whole call path runs in Rust."""
+class BreakerCore:
+    """The Rust half of ``circuit_breaker.CircuitBreaker`` (its base class): construction, the
+    whole call path, control and reports. Use ``circuit_breaker.CircuitBreaker``."""
 
     def __init__(
         self,
@@ -128,13 +129,13 @@ class ProtectedFunction:
     ``breaker.call(func, *args, **kwargs)``, straight into Rust. Carries the function's
     ``functools.wraps`` metadata and binds to instances like a function."""
 
-    def __init__(self, breaker: CircuitBreaker, func: Callable[..., Any], /) -> None: ...
+    def __init__(self, breaker: BreakerCore, func: Callable[..., Any], /) -> None: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, instance: object, owner: Optional[type] = None) -> Any: ...
     @property
-    def circuit_breaker(self) -> CircuitBreaker: ...
+    def circuit_breaker(self) -> BreakerCore: ...
     __wrapped__: Callable[..., Any]
 
-def _bind_call(cls: Type[CircuitBreaker], /) -> None:
+def _bind_call(cls: Type[BreakerCore], /) -> None:
     """Gives ``cls`` (a subclass) a ``call`` descriptor of its own; CPython specializes a
     ``breaker.call(...)`` call site only for instances of exactly the descriptor's class."""

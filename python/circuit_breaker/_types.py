@@ -6,7 +6,10 @@ The compiled ``circuit_breaker._core`` looks these up once and raises / returns 
 from __future__ import annotations
 
 import enum
-from typing import Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
+
+if TYPE_CHECKING:
+    from . import _core
 
 __all__ = ["CircuitBreakerState", "CircuitBreakerError", "CircuitBreakerOpenError", "SharedMemoryError"]
 
@@ -41,6 +44,11 @@ class CircuitBreakerOpenError(CircuitBreakerError):
     probe again (``0.0`` in HALF_OPEN, ``None`` when forced open until reset), ``state`` the
     state that rejected the call and ``last_failure`` the exception of the failure that last
     opened the breaker (``None`` if it was opened by hand or by a ``failure_predicate``).
+
+    ``args`` is ``(name, time_until_recovery_seconds, state, source)``: ``source`` is the
+    ``last_failure`` exception for an error built by hand, and the breaker itself for one a
+    breaker raised (so the rejection path does no work for ``last_failure`` unless it is read);
+    ``breaker`` is that breaker, or ``None``.
     """
 
     def __init__(
@@ -68,6 +76,12 @@ class CircuitBreakerOpenError(CircuitBreakerError):
         return last
 
     @property
+    def breaker(self) -> Optional["_core.BreakerCore"]:
+        """The breaker that rejected the call (``None`` for an error built by hand)."""
+        source = self.args[3] if len(self.args) > 3 else None
+        return None if source is None or isinstance(source, BaseException) else source
+
+    @property
     def name(self) -> str:
         """The name of the breaker that rejected the call."""
         return str(self.args[0])
@@ -91,6 +105,6 @@ class CircuitBreakerOpenError(CircuitBreakerError):
         if self.state is CircuitBreakerState.HALF_OPEN:
             return (
                 f"CircuitBreaker '{self.name}' is HALF_OPEN and every probe slot is taken; "
-                f"retry in {seconds:.3f} s"
+                f"next probe in {seconds:.3f} s"
             )
         return f"CircuitBreaker '{self.name}' is OPEN; next probe in {seconds:.3f} s"

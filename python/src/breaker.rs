@@ -23,7 +23,7 @@ use crate::vectorcall::CallArgs;
 use crate::{shared, status, store};
 
 /// A circuit breaker protecting one dependency. See the package documentation.
-#[pyclass(frozen, subclass, weakref, module = "circuit_breaker", name = "CircuitBreaker")]
+#[pyclass(frozen, subclass, weakref, module = "circuit_breaker._core", name = "BreakerCore")]
 pub(crate) struct CircuitBreaker {
     pub(crate) listeners: Arc<Listeners>,
     pub(crate) policy: Policy,
@@ -247,14 +247,18 @@ impl CircuitBreaker {
     /// Records `outcome` for a finished call and remembers a failure that opened the breaker.
     #[inline]
     pub(crate) fn finish(&self, ticket: Ticket, outcome: Outcome, error: Option<&Bound<'_, PyAny>>) {
-        self.inner.record(ticket, outcome);
-        if outcome == Outcome::Failure && self.inner.snapshot().stored_state() == State::Open {
-            if let Some(error) = error {
-                *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.clone().unbind());
-            }
+        let transition = self.inner.record(ticket, outcome);
+        // Only the outcome whose CAS opened the breaker is "the failure that opened it"; a stale
+        // failure reported while it is already open changes nothing. A failure_predicate
+        // failure has no exception: it opens with last_failure None.
+        if transition.is_some_and(|t| t.to == State::Open) {
+            self.set_last_failure(error.map(|e| e.clone().unbind()));
         }
     }
 
+    fn set_last_failure(&self, error: Option<Py<PyAny>>) {
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
 
 }
 
@@ -385,6 +389,7 @@ impl CircuitBreaker {
 
     /// OPEN until `reset()`, whatever the timeout (reads as OPEN; `mode` is `'forced_open'`).
     fn force_open(&self) {
+        self.set_last_failure(None);
         self.inner.force_open();
     }
 
@@ -430,7 +435,18 @@ impl CircuitBreaker {
     /// Back to CLOSED with the failure and success counts cleared.
     fn reset(&self) {
         self.inner.metrics().mark_reset();
+        self.set_last_failure(None);
         self.inner.reset();
+    }
+
+    /// Breakers are live state shared by the calls that use them; they are not copied into
+    /// pickles (a copy would silently count apart).
+    fn __reduce__(&self, py: Python<'_>) -> PyResult<()> {
+        Err(PyTypeError::new_err(format!(
+            "cannot pickle CircuitBreaker {}: a breaker is live state shared by the calls that use it; \
+             pass its name and settings (or a shared_memory region) to the other process instead",
+            self.name.bind(py).repr()?
+        )))
     }
 
     /// The breaker's name.

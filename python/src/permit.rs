@@ -84,6 +84,20 @@ impl Permit {
     fn pending(&self) -> bool {
         self.ticket.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
+
+    /// `<Permit of CircuitBreaker 'quotes': probe=False, pending=True>`.
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let name = self.breaker.get().name.bind(py).repr()?;
+        Ok(format!("<Permit of CircuitBreaker {name}: probe={}, pending={}>", py_bool(self.is_probe()), py_bool(self.pending())))
+    }
+}
+
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
 }
 
 impl Drop for Permit {

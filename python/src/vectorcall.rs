@@ -136,7 +136,7 @@ coroutine finishes."
 pub(crate) fn install(class: &Bound<'_, pyo3::types::PyType>) -> PyResult<()> {
     let py = class.py();
     if !class.is_subclass_of::<CircuitBreaker>()? {
-        return Err(pyo3::exceptions::PyTypeError::new_err("_bind_call() needs a subclass of _core.CircuitBreaker"));
+        return Err(pyo3::exceptions::PyTypeError::new_err("_bind_call() needs a subclass of _core.BreakerCore"));
     }
     // SAFETY: CALL_DEF is 'static and never written (CPython takes `*mut` but only reads);
     // the result is a new reference or null with an exception set.

@@ -580,7 +580,7 @@ def test_call_works_on_subclasses_and_the_rust_base_class() -> None:
     class Mine(CircuitBreaker):
         pass
 
-    for b in (Mine("mine"), circuit_breaker._core.CircuitBreaker("base")):  # type: ignore[attr-defined]
+    for b in (Mine("mine"), circuit_breaker._core.BreakerCore("base")):  # type: ignore[attr-defined]
         assert b.call(lambda x, y=0: x + y, 1, y=2) == 3
         assert b.get_metrics()["total_successes"] == 1
 

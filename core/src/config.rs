@@ -128,13 +128,13 @@ fn check(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), Conf
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(ConfigError { field, value: value.to_string(), allowed: format!("{min}..={max}") })
+        Err(ConfigError { field, value: value.to_string(), allowed: format!("{min}..={max}"), bounds: (min, max), millis: false })
     }
 }
 
 fn timeout_ticks(field: &'static str, d: Duration, min_ms: u64) -> Result<u64, ConfigError> {
     let allowed = || format!("{min_ms} ms ..= {} ms", MAX_TICKS);
-    let err = || ConfigError { field, value: format!("{d:?}"), allowed: allowed() };
+    let err = || ConfigError { field, value: format!("{d:?}"), allowed: allowed(), bounds: (min_ms, MAX_TICKS), millis: true };
     // Round up to whole milliseconds: a timeout may end late by less than 1 ms, never early.
     let ms = d.as_nanos().div_ceil(1_000_000);
     let ms = u64::try_from(ms).map_err(|_| err())?;
@@ -150,6 +150,8 @@ pub struct ConfigError {
     field: &'static str,
     value: String,
     allowed: String,
+    bounds: (u64, u64),
+    millis: bool,
 }
 
 impl ConfigError {
@@ -161,6 +163,24 @@ impl ConfigError {
     /// The allowed range, e.g. `1..=255`.
     pub fn allowed(&self) -> &str {
         &self.allowed
+    }
+
+    /// The allowed range as numbers, inclusive: a count, or milliseconds for a duration (see
+    /// [`ConfigError::is_duration`]). For bindings that word the error in their own units.
+    ///
+    /// ```
+    /// use cb_core::Config;
+    /// use std::time::Duration;
+    /// let err = Config::default().probe_timeout(Duration::ZERO).limits().unwrap_err();
+    /// assert_eq!((err.bounds().0, err.is_duration()), (1, true));
+    /// ```
+    pub fn bounds(&self) -> (u64, u64) {
+        self.bounds
+    }
+
+    /// Whether the field is a duration (its bounds are milliseconds).
+    pub fn is_duration(&self) -> bool {
+        self.millis
     }
 }
 

@@ -80,9 +80,10 @@ class CircuitBreaker(_core.BreakerCore):
         try:
             permit = self.acquire()
         except CircuitBreakerOpenError as error:
-            if self.fallback is None:
+            fallback = self._rejection_fallback()
+            if fallback is None:
                 raise
-            return cast(T, await maybe_await(call_fallback(self.fallback, error, args, kwargs)))
+            return cast(T, await maybe_await(call_fallback(fallback, error, args, kwargs)))
 
         async def run() -> T:
             # Calling func inside the awaited coroutine: an error raised by the call itself is

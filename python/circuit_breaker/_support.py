@@ -40,16 +40,16 @@ async def record_when_done(
 ) -> Any:
     """Awaits the coroutine an ``async def`` call returned and records its outcome on
     ``permit`` by the breaker's policy, falling back if the breaker says so."""
-    breaker = permit.breaker
-    on_failure = breaker.fallback if breaker.fallback_on_failure else None
     try:
         result = await awaitable
     except BaseException as error:
-        if permit.record_exception(error) and on_failure is not None:
-            return await maybe_await(call_fallback(on_failure, error, args, kwargs or {}))
+        fallback = permit._finish_exception(error)
+        if fallback is not None:
+            return await maybe_await(call_fallback(fallback, error, args, kwargs or {}))
         raise
-    if permit.record_result(result) and on_failure is not None:
-        return await maybe_await(call_fallback(on_failure, None, args, kwargs or {}))
+    fallback = permit._finish_result(result)
+    if fallback is not None:
+        return await maybe_await(call_fallback(fallback, None, args, kwargs or {}))
     return result
 
 

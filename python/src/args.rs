@@ -8,49 +8,54 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyTuple};
 
-/// Reads a positive integer argument, with Python's errors: `TypeError` for a non-int (bools
-/// included), `ValueError` naming the argument and range otherwise.
-pub(crate) fn int_arg(name: &str, value: &Bound<'_, PyAny>, max: u64) -> PyResult<u64> {
+/// Reads a whole-number argument: `TypeError` for anything but an `int` (a `bool` included).
+/// The range is the core's to check ([`cb_core::Config::limits`], reported by [`config_error`]);
+/// a value no `u64` can hold stands in as `u64::MAX`, which every range rejects.
+pub(crate) fn count_arg(name: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
     if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
-        return Err(PyTypeError::new_err(format!(
-            "{name} must be an int, got {}",
-            value.get_type().name()?
-        )));
+        return Err(PyTypeError::new_err(format!("{name} must be an int, got {}", value.get_type().name()?)));
     }
-    match value.extract::<i64>() {
-        Ok(n) if n >= 1 && (n as u64) <= max => Ok(n as u64),
-        _ => Err(PyValueError::new_err(format!("{name} must be in 1..={max}, got {value}"))),
-    }
+    Ok(value.extract::<u64>().unwrap_or(if value.lt(0)? { 0 } else { u64::MAX }))
 }
 
-/// Reads a duration in seconds (int or float): `TypeError` for other types, `ValueError` for
-/// negative, NaN, infinite or too large values.
+/// Reads a duration in seconds (an `int` or a `float`): `TypeError` for other types,
+/// `ValueError` for a negative, NaN or infinite number. How long it may be is the core's to
+/// check; one too long for a `Duration` stands in as `Duration::MAX`.
 pub(crate) fn seconds_arg(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
-    if value.is_instance_of::<PyBool>()
-        || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>())
-    {
-        return Err(PyTypeError::new_err(format!(
-            "{name} must be an int or a float, got {}",
-            value.get_type().name()?
-        )));
+    if value.is_instance_of::<PyBool>() || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>()) {
+        return Err(PyTypeError::new_err(format!("{name} must be an int or a float, got {}", value.get_type().name()?)));
     }
-    let max = cb_core::MAX_TIMEOUT.as_secs();
-    let out_of_range =
-        || PyValueError::new_err(format!("{name} must be a finite number in 0..={max} seconds, got {value}"));
-    let secs: f64 = value.extract().map_err(|_| out_of_range())?;
-    if !secs.is_finite() || secs < 0.0 || secs > max as f64 {
-        return Err(out_of_range());
+    let secs: f64 = value.extract()?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(PyValueError::new_err(format!("{name} must be a finite, non-negative number of seconds, got {value}")));
     }
-    Duration::try_from_secs_f64(secs).map_err(|_| out_of_range())
+    Ok(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
 }
 
-pub(crate) fn config_error(err: ConfigError) -> PyErr {
-    let field = match err.field() {
+/// The core's range error in Python's words: the argument's Python name, its range (seconds for
+/// durations) and the value as it was given (`given` holds the arguments passed).
+pub(crate) fn config_error(err: ConfigError, given: &[(&str, &Bound<'_, PyAny>)]) -> PyErr {
+    let name = match err.field() {
         "recovery_timeout" => "recovery_timeout_seconds",
         "probe_timeout" => "probe_timeout_seconds",
         other => other,
     };
-    PyValueError::new_err(format!("{field} must be in {}, got an out-of-range value", err.allowed()))
+    let (min, max) = err.bounds();
+    let allowed = if err.is_duration() {
+        format!("{}..={} seconds", seconds(min), seconds(max))
+    } else {
+        format!("{min}..={max}")
+    };
+    let value = given.iter().find(|(n, _)| *n == name).map_or_else(|| "an out-of-range value".to_string(), |(_, v)| v.to_string());
+    PyValueError::new_err(format!("{name} must be in {allowed}, got {value}"))
+}
+
+fn seconds(ms: u64) -> String {
+    if ms % 1_000 == 0 {
+        (ms / 1_000).to_string()
+    } else {
+        format!("{}.{:03}", ms / 1_000, ms % 1_000)
+    }
 }
 
 /// A constructor argument that was passed (even as `None`, which is then a type error) or

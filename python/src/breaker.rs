@@ -8,13 +8,13 @@ use std::time::SystemTime;
 use std::sync::atomic::Ordering;
 
 use cb_core::{Config, Outcome, State, Ticket};
-use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyWeakrefReference};
 use pyo3::IntoPyObjectExt;
 
-use crate::announce::{log_error_with_traceback, on_transition, Listeners};
-use crate::args::{config_error, int_arg, not_callable, seconds_arg, Arg};
+use crate::announce::{on_transition, Listeners};
+use crate::args::{config_error, count_arg, not_callable, seconds_arg, Arg};
 use crate::permit::Permit;
 use crate::policy::Policy;
 use crate::refs::refs;
@@ -112,7 +112,7 @@ impl CircuitBreaker {
         let py = slf.py();
         let this = slf.get();
         let error = Self::rejection(slf, rejected);
-        match &this.policy.fallback {
+        match this.policy.fallback_after_rejection() {
             Some(fallback) => this.call_fallback(py, fallback, error.value(py), rest),
             None => Err(error),
         }
@@ -143,13 +143,11 @@ impl CircuitBreaker {
         value: Bound<'_, PyAny>,
         rest: &CallArgs<'_, '_>,
     ) -> PyResult<Py<PyAny>> {
-        let outcome = self.outcome_of_value(py, &value);
+        let outcome = self.policy.outcome_of_value(py, self.name.bind(py), &value);
         self.finish(ticket, outcome, None);
-        match (&self.policy.fallback, outcome) {
-            (Some(fallback), Outcome::Failure) if self.policy.fallback_on_failure => {
-                self.call_fallback(py, fallback, py.None().bind(py), rest)
-            }
-            _ => Ok(value.unbind()),
+        match self.policy.fallback_after(outcome) {
+            Some(fallback) => self.call_fallback(py, fallback, py.None().bind(py), rest),
+            None => Ok(value.unbind()),
         }
     }
 
@@ -166,13 +164,11 @@ impl CircuitBreaker {
         rest: &CallArgs<'_, '_>,
     ) -> PyResult<Py<PyAny>> {
         let error = err.value(py);
-        let outcome = self.outcome_of_error(py, error);
+        let outcome = self.policy.outcome_of_error(py, self.name.bind(py), error);
         self.finish(ticket, outcome, Some(error));
-        match (&self.policy.fallback, outcome) {
-            (Some(fallback), Outcome::Failure) if self.policy.fallback_on_failure => {
-                self.call_fallback(py, fallback, error, rest)
-            }
-            _ => Err(err),
+        match self.policy.fallback_after(outcome) {
+            Some(fallback) => self.call_fallback(py, fallback, error, rest),
+            None => Err(err),
         }
     }
 
@@ -194,55 +190,8 @@ impl CircuitBreaker {
         Ok(r.call_fallback.bind(py).call1((fallback.bind(py), error, args, kwargs))?.unbind())
     }
 
-    /// What an exception from the call counts as.
-    pub(crate) fn outcome_of_error(&self, py: Python<'_>, error: &Bound<'_, PyAny>) -> Outcome {
-        if !error.is_instance_of::<PyException>() {
-            return Outcome::Ignored;
-        }
-        if self.policy.is_plain() {
-            return Outcome::Failure;
-        }
-        let p = &self.policy;
-        if let Some(types) = &p.exclude_types {
-            if error.is_instance(types.bind(py)).unwrap_or(false) {
-                return Outcome::Ignored;
-            }
-        }
-        for predicate in &p.exclude_predicates {
-            match predicate.bind(py).call1((error,)).and_then(|v| v.is_truthy()) {
-                Ok(true) => return Outcome::Ignored,
-                Ok(false) => {}
-                Err(err) => self.log_classifier_error(py, "exclude predicate", predicate.bind(py), err),
-            }
-        }
-        if let Some(types) = &p.expected {
-            if !error.is_instance(types.bind(py)).unwrap_or(false) {
-                return Outcome::Ignored;
-            }
-        }
-        Outcome::Failure
-    }
 
-    /// What a value returned by the call counts as.
-    pub(crate) fn outcome_of_value(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> Outcome {
-        let Some(predicate) = &self.policy.failure_predicate else { return Outcome::Success };
-        match predicate.bind(py).call1((value,)).and_then(|v| v.is_truthy()) {
-            Ok(true) => Outcome::Failure,
-            Ok(false) => Outcome::Success,
-            Err(err) => {
-                self.log_classifier_error(py, "failure_predicate", predicate.bind(py), err);
-                Outcome::Failure
-            }
-        }
-    }
 
-    /// A classifier that raises is a bug in it, not in the dependency: log it with its
-    /// traceback and count the call as a failure; the caller's own result is never lost.
-    pub(crate) fn log_classifier_error(&self, py: Python<'_>, what: &str, classifier: &Bound<'_, PyAny>, err: PyErr) {
-        let Ok(r) = refs(py) else { return };
-        let message = "CircuitBreaker '%s': %s %r raised; counting the call as a failure";
-        log_error_with_traceback(r.logger.bind(py), (message, self.name.bind(py), what, classifier), &err);
-    }
 
     /// Records `outcome` for a finished call and remembers a failure that opened the breaker.
     #[inline]
@@ -302,14 +251,15 @@ impl CircuitBreaker {
         })?;
         let defaults = Config::default();
         let mut config = defaults;
+        // Types here; every range once, in the core (Config::limits).
         if let Some(v) = failure_threshold.given() {
-            config.failure_threshold = int_arg("failure_threshold", v, u64::from(u32::MAX))?;
+            config.failure_threshold = count_arg("failure_threshold", v)?;
         }
         if let Some(v) = success_threshold.given() {
-            config.success_threshold = int_arg("success_threshold", v, 255)?;
+            config.success_threshold = count_arg("success_threshold", v)?;
         }
         if let Some(v) = half_open_max_calls.given() {
-            config.half_open_max_calls = int_arg("half_open_max_calls", v, 255)?;
+            config.half_open_max_calls = count_arg("half_open_max_calls", v)?;
         }
         let recovery_obj = match recovery_timeout_seconds.given() {
             Some(v) => {
@@ -321,7 +271,17 @@ impl CircuitBreaker {
         if let Some(v) = probe_timeout_seconds.given() {
             config.probe_timeout = seconds_arg("probe_timeout_seconds", v)?;
         }
-        config.limits().map_err(config_error)?;
+        let given: Vec<(&str, &Bound<'_, PyAny>)> = [
+            ("failure_threshold", failure_threshold.given()),
+            ("success_threshold", success_threshold.given()),
+            ("half_open_max_calls", half_open_max_calls.given()),
+            ("recovery_timeout_seconds", recovery_timeout_seconds.given()),
+            ("probe_timeout_seconds", probe_timeout_seconds.given()),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| v.map(|v| (n, v)))
+        .collect();
+        config.limits().map_err(|e| config_error(e, &given))?;
         // Look the Python-side objects up now, so `call` can rely on them being there.
         refs(py)?;
         let label = name.to_string();
@@ -331,7 +291,7 @@ impl CircuitBreaker {
         let hook = Arc::clone(&listeners);
         // The status reports the last failure's time: stamp every failure.
         let mut inner = cb_core::CircuitBreaker::with_store(config, cb_core::DefaultClock::default(), counters.with_failure_times(), store)
-            .map_err(config_error)?
+            .map_err(|e| config_error(e, &given))?
             .on_transition(move |t| on_transition(&label, &hook, t));
         if let Some(region) = &region {
             // Every process converts the shared ticks to wall-clock time alike.
@@ -496,6 +456,12 @@ impl CircuitBreaker {
     #[getter]
     fn fallback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.policy.fallback.as_ref().map(|f| f.clone_ref(py))
+    }
+
+    /// The fallback to call instead of raising the open error, or None (the rule the call path
+    /// applies, for the async paths written in Python).
+    fn _rejection_fallback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.policy.fallback_after_rejection().map(|f| f.clone_ref(py))
     }
 
     /// Whether the fallback also replaces a failed call's exception.

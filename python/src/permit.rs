@@ -47,13 +47,31 @@ impl Permit {
         self.finish(Outcome::Ignored, None)
     }
 
+    /// Records the exception an awaited call raised and returns the fallback that replaces it,
+    /// or None (the rule the call path applies, for the async paths written in Python).
+    fn _finish_exception(&self, py: Python<'_>, error: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        let b = self.breaker.get();
+        let outcome = b.policy.outcome_of_error(py, b.name.bind(py), error);
+        self.finish(outcome, Some(error))?;
+        Ok(b.policy.fallback_after(outcome).map(|f| f.clone_ref(py)))
+    }
+
+    /// Records the value an awaited call returned and returns the fallback that replaces it, or
+    /// None.
+    fn _finish_result(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        let b = self.breaker.get();
+        let outcome = b.policy.outcome_of_value(py, b.name.bind(py), value);
+        self.finish(outcome, None)?;
+        Ok(b.policy.fallback_after(outcome).map(|f| f.clone_ref(py)))
+    }
+
     /// The call raised `error` (or, for None, finished without raising): records what the
     /// breaker's policy says it counts as. Returns True if it counted as a failure.
     #[pyo3(signature = (error = None))]
     fn record_exception(&self, py: Python<'_>, error: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
         let outcome = match error {
             None => Outcome::Success,
-            Some(e) => self.breaker.get().outcome_of_error(py, e),
+            Some(e) => self.breaker.get().policy.outcome_of_error(py, self.breaker.get().name.bind(py), e),
         };
         self.finish(outcome, error)?;
         Ok(outcome == Outcome::Failure)
@@ -62,7 +80,7 @@ impl Permit {
     /// The call returned `value`: records success, or failure if the breaker's
     /// `failure_predicate` says so. Returns True if it counted as a failure.
     fn record_result(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let outcome = self.breaker.get().outcome_of_value(py, value);
+        let outcome = self.breaker.get().policy.outcome_of_value(py, self.breaker.get().name.bind(py), value);
         self.finish(outcome, None)?;
         Ok(outcome == Outcome::Failure)
     }

@@ -1,11 +1,14 @@
 //! What counts as a failure, and what to return instead of an error: set once, at
 //! construction.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use cb_core::Outcome;
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyTuple};
+use pyo3::types::{PyBool, PyString, PyTuple};
 
+use crate::announce::log_error_with_traceback;
 use crate::args::{exception_types, is_exception_type, optional_callable};
+use crate::refs::refs;
 
 /// What counts as failure, and what to return instead of an error. Set once, at construction.
 pub(crate) struct Policy {
@@ -80,5 +83,68 @@ impl Policy {
             fallback,
             fallback_on_failure,
         })
+    }
+}
+
+impl Policy {
+    /// The fallback that replaces the open error, if any.
+    pub(crate) fn fallback_after_rejection(&self) -> Option<&Py<PyAny>> {
+        self.fallback.as_ref()
+    }
+
+    /// The fallback that replaces the result of a call that ended with `outcome`: only after a
+    /// failure, and only with `fallback_on_failure`.
+    pub(crate) fn fallback_after(&self, outcome: Outcome) -> Option<&Py<PyAny>> {
+        self.fallback.as_ref().filter(|_| outcome == Outcome::Failure && self.fallback_on_failure)
+    }
+
+    /// What an exception from the call counts as.
+    pub(crate) fn outcome_of_error(&self, py: Python<'_>, name: &Bound<'_, PyString>, error: &Bound<'_, PyAny>) -> Outcome {
+        if !error.is_instance_of::<PyException>() {
+            return Outcome::Ignored;
+        }
+        if self.is_plain() {
+            return Outcome::Failure;
+        }
+        let p = self;
+        if let Some(types) = &p.exclude_types {
+            if error.is_instance(types.bind(py)).unwrap_or(false) {
+                return Outcome::Ignored;
+            }
+        }
+        for predicate in &p.exclude_predicates {
+            match predicate.bind(py).call1((error,)).and_then(|v| v.is_truthy()) {
+                Ok(true) => return Outcome::Ignored,
+                Ok(false) => {}
+                Err(err) => Self::log_classifier_error(py, name, "exclude predicate", predicate.bind(py), err),
+            }
+        }
+        if let Some(types) = &p.expected {
+            if !error.is_instance(types.bind(py)).unwrap_or(false) {
+                return Outcome::Ignored;
+            }
+        }
+        Outcome::Failure
+    }
+
+    /// What a value returned by the call counts as.
+    pub(crate) fn outcome_of_value(&self, py: Python<'_>, name: &Bound<'_, PyString>, value: &Bound<'_, PyAny>) -> Outcome {
+        let Some(predicate) = &self.failure_predicate else { return Outcome::Success };
+        match predicate.bind(py).call1((value,)).and_then(|v| v.is_truthy()) {
+            Ok(true) => Outcome::Failure,
+            Ok(false) => Outcome::Success,
+            Err(err) => {
+                Self::log_classifier_error(py, name, "failure_predicate", predicate.bind(py), err);
+                Outcome::Failure
+            }
+        }
+    }
+
+    /// A classifier that raises is a bug in it, not in the dependency: log it with its
+    /// traceback and count the call as a failure; the caller's own result is never lost.
+    fn log_classifier_error(py: Python<'_>, name: &Bound<'_, PyString>, what: &str, classifier: &Bound<'_, PyAny>, err: PyErr) {
+        let Ok(r) = refs(py) else { return };
+        let message = "CircuitBreaker '%s': %s %r raised; counting the call as a failure";
+        log_error_with_traceback(r.logger.bind(py), (message, name, what, classifier), &err);
     }
 }

@@ -62,7 +62,7 @@ impl SharedMemory {
             options = options.path(path);
         }
         if let Some(capacity) = capacity {
-            options = options.capacity(crate::args::int_arg("capacity", capacity, MAX_CAPACITY as u64)? as usize);
+            options = options.capacity(usize::try_from(crate::args::count_arg("capacity", capacity)?).unwrap_or(usize::MAX));
         }
         if let Some(mode) = mode {
             options = options.mode(whole_number("mode", mode)? as u32);

@@ -8,19 +8,30 @@
 {'symbol': 'AAPL'}
 """
 
-from ._types import CircuitBreakerError, CircuitBreakerOpenError, CircuitBreakerState, SharedMemoryError
-from ._breaker import CircuitBreaker, circuit_breaker
-from ._core import Permit, SharedMemory
+from ._types import (
+    BreakerMetrics,
+    BreakerStatus,
+    CircuitBreakerError,
+    CircuitBreakerOpenError,
+    CircuitBreakerState,
+    SharedMemoryError,
+)
+from ._breaker import CircuitBreaker, Protected, circuit_breaker
+from ._core import Permit, SharedMemory, __version__
 from ._registry import CircuitBreakerRegistry
 
 __all__ = [
+    "BreakerMetrics",
+    "BreakerStatus",
     "CircuitBreaker",
     "CircuitBreakerError",
     "CircuitBreakerOpenError",
     "CircuitBreakerRegistry",
     "CircuitBreakerState",
     "Permit",
+    "Protected",
     "SharedMemory",
     "SharedMemoryError",
     "circuit_breaker",
+    "__version__",
 ]

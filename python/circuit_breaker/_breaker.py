@@ -6,18 +6,62 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import sys
 from types import TracebackType
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional, Tuple, Type, TypeVar, cast
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generic,
+    Iterator,
+    Optional,
+    Protocol,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+    cast,
+    overload,
+)
 
 from . import _core
 from ._core import Permit
 from ._support import call_fallback, maybe_await, record_when_done
 from ._types import CircuitBreakerOpenError
 
-__all__ = ["CircuitBreaker", "circuit_breaker"]
+if sys.version_info >= (3, 10):
+    from typing import ParamSpec
+else:  # pragma: no cover - the stubs name it the same way on every version
+    from typing_extensions import ParamSpec
+
+__all__ = ["CircuitBreaker", "Protected", "circuit_breaker"]
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
+R_co = TypeVar("R_co", covariant=True)
+P = ParamSpec("P")
+
+
+class Protected(Protocol[P, R_co]):
+    """What ``@breaker`` and ``@circuit_breaker(...)`` return: callable like the function they
+    wrap (same parameters and return type), with the breaker as ``.circuit_breaker``. As a
+    method it binds like a function (type checkers then check its return type, not its
+    arguments)."""
+
+    @property
+    def circuit_breaker(self) -> "CircuitBreaker": ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    @overload
+    def __get__(self, instance: None, owner: Optional[type] = None) -> "Protected[P, R_co]": ...
+
+    @overload
+    def __get__(self, instance: object, owner: Optional[type] = None) -> Callable[..., R_co]: ...
+
+    def __get__(
+        self, instance: Optional[object], owner: Optional[type] = None
+    ) -> Union["Protected[P, R_co]", Callable[..., R_co]]: ...
 
 # Permits of the `with` blocks open in this thread / asyncio task, innermost last. A ContextVar
 # keeps concurrent blocks on one breaker apart.
@@ -73,7 +117,7 @@ class CircuitBreaker(_core.BreakerCore):
 
     # --- asyncio ------------------------------------------------------------------------
 
-    async def call_async(self, func: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+    async def call_async(self, func: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Awaits ``func(*args, **kwargs)`` through the breaker. ``CancelledError`` frees a
         half-open probe slot and counts as neither success nor failure; the fallback and the
         failure policy apply as in ``call``."""
@@ -94,7 +138,7 @@ class CircuitBreaker(_core.BreakerCore):
 
     # --- decorator ----------------------------------------------------------------------
 
-    def __call__(self, func: F) -> F:
+    def __call__(self, func: Callable[P, T]) -> Protected[P, T]:
         """``@breaker``: every call of ``func`` goes through this breaker. Works on plain
         functions, methods, ``async def`` functions, generators and async generators, and keeps
         ``functools.wraps`` metadata. The breaker is ``wrapped.circuit_breaker``."""
@@ -126,9 +170,9 @@ class CircuitBreaker(_core.BreakerCore):
         else:
             # Rust: called straight into the same path as `call`, with no Python frame in
             # between; `circuit_breaker` is a read-only attribute of it.
-            return cast(F, functools.update_wrapper(_core.ProtectedFunction(breaker, func), func))
+            return cast(Protected[P, T], functools.update_wrapper(_core.ProtectedFunction(breaker, func), func))
         wrapper.circuit_breaker = breaker
-        return cast(F, wrapper)
+        return cast(Protected[P, T], wrapper)
 
 
 # `call` (the Rust vectorcall method) bound to this class itself: CPython specializes
@@ -136,7 +180,33 @@ class CircuitBreaker(_core.BreakerCore):
 _core._bind_call(CircuitBreaker)
 
 
-def circuit_breaker(name: Optional[str] = None, **config: Any) -> Callable[[F], F]:
+def _signature() -> inspect.Signature:
+    """The constructor's signature with the defaults that apply (the core's)."""
+    defaults = _core.DEFAULTS
+    P_, K = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("name", P_),
+        inspect.Parameter("failure_threshold", P_, default=defaults["failure_threshold"]),
+        inspect.Parameter("recovery_timeout_seconds", P_, default=defaults["recovery_timeout_seconds"]),
+        inspect.Parameter("success_threshold", K, default=defaults["success_threshold"]),
+        inspect.Parameter("half_open_max_calls", K, default=defaults["half_open_max_calls"]),
+        inspect.Parameter("expected_exceptions", K, default=None),
+        inspect.Parameter("exclude", K, default=None),
+        inspect.Parameter("failure_predicate", K, default=None),
+        inspect.Parameter("fallback", K, default=None),
+        inspect.Parameter("fallback_on_failure", K, default=False),
+        inspect.Parameter("probe_timeout_seconds", K, default=defaults["probe_timeout_seconds"]),
+        inspect.Parameter("shared_memory", K, default=None),
+    ]
+    return inspect.Signature(params)
+
+
+CircuitBreaker.__signature__ = _signature()  # type: ignore[attr-defined]
+CircuitBreaker.__module__ = "circuit_breaker"
+Protected.__module__ = "circuit_breaker"
+
+
+def circuit_breaker(name: Optional[str] = None, **config: Any) -> Callable[[Callable[P, T]], Protected[P, T]]:
     """Creates a breaker and decorates a function with it in one step::
 
         @circuit_breaker(failure_threshold=3, recovery_timeout_seconds=30)
@@ -148,7 +218,7 @@ def circuit_breaker(name: Optional[str] = None, **config: Any) -> Callable[[F], 
     ``CircuitBreaker`` keyword arguments (``fallback=`` among them).
     """
 
-    def decorate(func: F) -> F:
+    def decorate(func: Callable[P, T]) -> Protected[P, T]:
         return CircuitBreaker(name if name is not None else func.__qualname__, **config)(func)
 
     return decorate

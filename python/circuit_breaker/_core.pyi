@@ -4,9 +4,15 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type, TypeVar, Union
 
-from ._types import CircuitBreakerState
+from typing_extensions import ParamSpec
+
+from ._types import BreakerMetrics, BreakerStatus, CircuitBreakerState
+
+__version__: str
+DEFAULTS: Dict[str, int]
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 _B = TypeVar("_B", bound="BreakerCore")
 
 class Permit:
@@ -51,7 +57,7 @@ class BreakerCore:
         probe_timeout_seconds: Union[int, float] = 60,
         shared_memory: Union[bool, SharedMemory, str, os.PathLike[str], None] = None,
     ) -> None: ...
-    def call(self, func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    def call(self, func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Runs ``func(*args, **kwargs)`` through the breaker and returns its value.
 
         Raises ``CircuitBreakerOpenError`` without running ``func`` when rejected; any
@@ -61,9 +67,9 @@ class BreakerCore:
     def is_half_open(self) -> bool: ...
     def is_closed(self) -> bool: ...
     def get_state(self) -> CircuitBreakerState: ...
-    def get_status(self) -> Dict[str, Any]: ...
+    def get_status(self) -> BreakerStatus: ...
     def reset(self) -> None: ...
-    def get_metrics(self) -> Dict[str, Any]:
+    def get_metrics(self) -> BreakerMetrics:
         """Counters since creation: ``state``, ``total_requests``, ``total_successes``,
         ``total_failures``, ``success_rate`` (percent), ``circuit_opened_count``,
         ``current_failure_count``, ``total_rejections``, ``total_ignored``, ``mode``."""

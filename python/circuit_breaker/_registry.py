@@ -6,6 +6,7 @@ import threading
 from typing import Any, ClassVar, Dict, List, Mapping, Optional
 
 from ._breaker import CircuitBreaker
+from ._types import BreakerStatus
 
 __all__ = ["CircuitBreakerRegistry"]
 
@@ -123,7 +124,7 @@ class CircuitBreakerRegistry:
         with self._lock:
             return dict(self._breakers)
 
-    def get_status_all(self) -> Dict[str, Dict[str, Any]]:
+    def get_status_all(self) -> Dict[str, BreakerStatus]:
         """Every breaker's :meth:`CircuitBreaker.get_status`, by name."""
         return {name: breaker.get_status() for name, breaker in self.get_all().items()}
 

@@ -6,12 +6,19 @@ The compiled ``circuit_breaker._core`` looks these up once and raises / returns 
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Literal, Optional, Tuple, TypedDict, Union
 
 if TYPE_CHECKING:
     from . import _core
 
-__all__ = ["CircuitBreakerState", "CircuitBreakerError", "CircuitBreakerOpenError", "SharedMemoryError"]
+__all__ = [
+    "BreakerMetrics",
+    "BreakerStatus",
+    "CircuitBreakerState",
+    "CircuitBreakerError",
+    "CircuitBreakerOpenError",
+    "SharedMemoryError",
+]
 
 
 class CircuitBreakerState(enum.Enum):
@@ -108,3 +115,50 @@ class CircuitBreakerOpenError(CircuitBreakerError):
                 f"next probe in {seconds:.3f} s"
             )
         return f"CircuitBreaker '{self.name}' is OPEN; next probe in {seconds:.3f} s"
+
+
+StateName = Literal["CLOSED", "OPEN", "HALF_OPEN"]
+Mode = Literal["normal", "forced_open", "disabled"]
+Scope = Literal["process", "host"]
+
+
+class BreakerStatus(TypedDict):
+    """What ``CircuitBreaker.get_status()`` returns: the documented keys first, in order."""
+
+    name: str
+    state: StateName
+    failure_count: int
+    """Consecutive failures now (the threshold while OPEN or HALF_OPEN)."""
+    success_count: int
+    """Successes since creation or the last ``reset()``."""
+    failure_threshold: int
+    recovery_timeout_seconds: Union[int, float]
+    last_failure_time: Optional[str]
+    """ISO-8601 UTC with milliseconds, or None (no failure since the last reset)."""
+    last_state_change: str
+    time_until_recovery_seconds: Optional[float]
+    """Seconds until a probe is admitted while OPEN, else None."""
+    success_threshold: int
+    half_open_max_calls: int
+    total_failures: int
+    total_rejections: int
+    mode: Mode
+    scope: Scope
+    """What the counts cover: this process, or the host (a breaker in shared memory)."""
+
+
+class BreakerMetrics(TypedDict):
+    """What ``CircuitBreaker.get_metrics()`` returns: counters since creation."""
+
+    state: StateName
+    total_requests: int
+    total_successes: int
+    total_failures: int
+    success_rate: float
+    """Percent of ``total_requests`` that succeeded (0.0 before any call)."""
+    circuit_opened_count: int
+    current_failure_count: int
+    total_rejections: int
+    total_ignored: int
+    mode: Mode
+    scope: Scope

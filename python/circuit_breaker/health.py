@@ -34,7 +34,7 @@ def health_report(
     registry = registry if registry is not None else CircuitBreakerRegistry()
     statuses = registry.get_status_all()
     count = {state: sum(1 for s in statuses.values() if s["state"] == state) for state in ("OPEN", "HALF_OPEN", "CLOSED")}
-    critical_open = sorted(name for name in set(critical) if statuses.get(name, {}).get("state") == "OPEN")
+    critical_open = sorted(name for name in set(critical) if name in statuses and statuses[name]["state"] == "OPEN")
     if critical_open:
         status, code = "unhealthy", 503
     elif count["OPEN"] or count["HALF_OPEN"]:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from ._breaker import CircuitBreaker
 from ._registry import CircuitBreakerRegistry
+from ._types import BreakerStatus
 
 __all__ = [
     "protected_request",
@@ -109,7 +110,7 @@ def reset_circuit_breaker(service: str) -> None:
     CircuitBreakerRegistry().get(service).reset()
 
 
-def get_circuit_breaker_status(service: str) -> Optional[Dict[str, Any]]:
+def get_circuit_breaker_status(service: str) -> Optional[BreakerStatus]:
     """The status of ``service``'s breaker (a service name or a URL), or None if it has none."""
     registry = CircuitBreakerRegistry()
     for name in (service, service_of(service) if "://" in service else service):
@@ -120,7 +121,7 @@ def get_circuit_breaker_status(service: str) -> Optional[Dict[str, Any]]:
     return None
 
 
-def get_all_circuit_breaker_statuses() -> Dict[str, Dict[str, Any]]:
+def get_all_circuit_breaker_statuses() -> Dict[str, BreakerStatus]:
     """The status of every service's breaker used through this module, by service."""
     registry = CircuitBreakerRegistry()
     with _services_lock:

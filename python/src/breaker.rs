@@ -22,6 +22,19 @@ use crate::state::{state_member, state_name};
 use crate::vectorcall::CallArgs;
 use crate::{shared, status, store};
 
+/// The constructor's defaults, from the core's: `circuit_breaker.CircuitBreaker` builds its
+/// signature from them, so `help()` and `inspect.signature` show the values that apply.
+pub(crate) fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let c = Config::default();
+    let d = PyDict::new(py);
+    d.set_item("failure_threshold", c.failure_threshold)?;
+    d.set_item("recovery_timeout_seconds", c.recovery_timeout.as_secs())?;
+    d.set_item("success_threshold", c.success_threshold)?;
+    d.set_item("half_open_max_calls", c.half_open_max_calls)?;
+    d.set_item("probe_timeout_seconds", c.probe_timeout.as_secs())?;
+    Ok(d)
+}
+
 /// A circuit breaker protecting one dependency. See the package documentation.
 #[pyclass(frozen, subclass, weakref, module = "circuit_breaker._core", name = "BreakerCore")]
 pub(crate) struct CircuitBreaker {

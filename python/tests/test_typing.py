@@ -34,9 +34,18 @@ def test_mypy_rejects_misuse(tmp_path: Path) -> None:
     bad.write_text(
         textwrap.dedent(
             """
-            from circuit_breaker import CircuitBreaker
+            from circuit_breaker import CircuitBreaker, circuit_breaker
             b = CircuitBreaker("x", failure_threshold="5")
             n: str = b.call(lambda: 1)
+            def takes_int(x: int) -> int:
+                return x
+            b.call(takes_int, "not an int")
+            @circuit_breaker()
+            def decorated(x: int) -> int:
+                return x
+            decorated("not an int")
+            s: str = decorated(1)
+            decorated.circuit_breaker.no_such_method()
             """
         )
     )
@@ -44,3 +53,8 @@ def test_mypy_rejects_misuse(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "failure_threshold" in result.stdout or "arg-type" in result.stdout
     assert 'Incompatible types in assignment (expression has type "int", variable has type "str")' in result.stdout
+    out = result.stdout
+    assert 'Argument 2 to "call" of "BreakerCore" has incompatible type "str"; expected "int"' in out, out
+    assert 'Argument 1 to "__call__" of "Protected" has incompatible type "str"; expected "int"' in out, out
+    assert '"CircuitBreaker" has no attribute "no_such_method"' in out, out
+    assert out.count("error:") == 6, out

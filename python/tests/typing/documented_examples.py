@@ -6,6 +6,7 @@ import logging
 from typing import Any, Dict, List, Optional
 
 from circuit_breaker import (
+    BreakerStatus,
     CircuitBreaker,
     CircuitBreakerError,
     CircuitBreakerOpenError,
@@ -48,7 +49,9 @@ def check_state() -> str:
     elif breaker.is_closed():
         return "closed"
     state: CircuitBreakerState = breaker.get_state()
-    status: Dict[str, Any] = breaker.get_status()
+    status: BreakerStatus = breaker.get_status()
+    state_name: str = status["state"]
+    until: Optional[float] = status["time_until_recovery_seconds"]
     breaker.reset()
     return f"{state} {status['failure_count']}"
 
@@ -60,7 +63,7 @@ def registry_use() -> List[str]:
     custom_breaker = CircuitBreaker(name="my_custom_api", failure_threshold=10, recovery_timeout_seconds=120)
     registry.register("my_custom_api", custom_breaker)
     all_breakers: Dict[str, CircuitBreaker] = registry.get_all()
-    statuses: Dict[str, Dict[str, Any]] = registry.get_status_all()
+    statuses: Dict[str, BreakerStatus] = registry.get_status_all()
     open_breakers: List[str] = registry.get_open_breakers()
     half_open: List[str] = registry.get_half_open_breakers()
     closed_breakers: List[str] = registry.get_closed_breakers()

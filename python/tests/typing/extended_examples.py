@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Dict, List, Optional
 
+import circuit_breaker as circuit_breaker_module
 from circuit_breaker import (
+    BreakerMetrics,
+    BreakerStatus,
     CircuitBreaker,
     CircuitBreakerOpenError,
     CircuitBreakerRegistry,
@@ -50,7 +53,8 @@ async def use() -> List[Any]:
     async with breaker:
         pass
     price: float = await breaker.call_async(fetch, "AAPL")
-    metrics: Dict[str, Any] = breaker.get_metrics()
+    metrics: BreakerMetrics = breaker.get_metrics()
+    rate: float = metrics["success_rate"]
     last: Optional[BaseException] = breaker.last_failure
     try:
         breaker.force_open()
@@ -65,3 +69,23 @@ async def use() -> List[Any]:
     names: List[str] = registry.load_defaults({"y": {"failure_threshold": 2}})
     breaker.remove_listener(on_change)
     return [failed, price, metrics, last, created, removed, names, charge(3)]
+
+
+@circuit_breaker(failure_threshold=3)
+async def get_chain(symbol: str) -> List[str]:
+    return [symbol]
+
+
+class Quotes:
+    @breaker
+    def quote(self, symbol: str) -> float:
+        return 1.0
+
+
+async def decorated() -> List[Any]:
+    chain: List[str] = await get_chain("AAPL")
+    status: BreakerStatus = get_chain.circuit_breaker.get_status()
+    price: float = Quotes().quote("AAPL")
+    via_class: CircuitBreaker = Quotes.quote.circuit_breaker
+    version: str = circuit_breaker_module.__version__
+    return [chain, status, price, via_class, version]

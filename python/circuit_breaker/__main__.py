@@ -98,7 +98,13 @@ class Tally:
     failed: int = 0
     rejected: int = 0
     fallbacks: int = 0
-    timeline: List[str] = field(default_factory=list)
+    # (seconds since the start, state) every tenth of a second
+    timeline: List[Tuple[float, str]] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        """Calls the breaker let through to the service."""
+        return self.ok + self.failed
 
 
 def drive(
@@ -125,32 +131,73 @@ def drive(
         stop.wait(interval)
 
 
+WIDTH = 80  # every line fits an 80-column terminal
+TIMELINE = 24  # columns of the timeline, each a 24th of the run
+SEVERITY = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
+
+
+def timeline(samples: List[Tuple[float, str]], duration: float) -> List[Optional[str]]:
+    """The worst state seen in each of TIMELINE equal slices of the run (None: not reached)."""
+    columns: List[Optional[str]] = [None] * TIMELINE
+    for at, state in samples:
+        i = min(TIMELINE - 1, int(at / duration * TIMELINE))
+        seen = columns[i]
+        if seen is None or SEVERITY[state] > SEVERITY[seen]:
+            columns[i] = state
+    return columns
+
+
+def ruler(duration: float) -> str:
+    """Marks under the timeline: 0 s, the middle and the end."""
+    line = [" "] * TIMELINE
+    for at, label in ((0, "0"), (TIMELINE // 2, f"{duration / 2:g}"), (TIMELINE - 1, f"{duration:g}s")):
+        start = max(0, min(at - (len(label) - 1 if at == TIMELINE - 1 else 0), TIMELINE - len(label)))
+        line[start : start + len(label)] = label
+    return "".join(line)
+
+
 def render(
     breakers: Dict[str, CircuitBreaker], tallies: Dict[str, Tally], elapsed: float, duration: float, color: bool
 ) -> List[str]:
     def paint(text: str, code: str) -> str:
         return f"{code}{text}{RESET}" if color else text
 
-    width = 30
+    bar_width = 30
     done = min(1.0, elapsed / duration)
-    bar = "█" * int(done * width) + "░" * (width - int(done * width))
+    bar = "█" * int(done * bar_width) + "░" * (bar_width - int(done * bar_width))
+    left = f"{'breaker':<13} {'state':<9} {'sent':>5} {'failed':>6} {'spared':>6} {'fallback':>8}"
     lines = [
-        paint("circuit_breaker demo", BOLD) + f"  {bar} {elapsed:4.1f}/{duration:.0f} s",
+        paint("circuit_breaker demo", BOLD) + f"  {bar} {min(elapsed, duration):4.1f}/{duration:g} s",
         "",
-        f"{'breaker':<15} {'state':<10} {'sent':>5} {'ok':>5} {'failed':>6} {'spared':>6} {'fallback':>8}  timeline",
+        f"{left}  timeline",
     ]
     for name, breaker in breakers.items():
         state = breaker.get_state().value
         t = tallies[name]
-        sent = t.ok + t.failed
-        timeline = "".join(paint(STATE_MARK[s], STATE_COLOR[s]) if color else STATE_MARK[s] for s in t.timeline[-40:])
-        lines.append(
-            f"{name:<15} {paint(f'{state:<10}', STATE_COLOR[state])} {sent:>5} {t.ok:>5} {t.failed:>6} "
-            f"{t.rejected:>6} {t.fallbacks:>8}  {timeline}"
+        marks = "".join(
+            " " if s is None else paint(STATE_MARK[s], STATE_COLOR[s]) for s in timeline(t.timeline, duration)
         )
-    lines.append("")
-    lines.append(paint("▁ closed  ▄ half-open  █ open   spared = rejected at once, never sent", DIM))
+        row = f"{name:<13} {paint(f'{state:<9}', STATE_COLOR[state])} {t.sent:>5} {t.failed:>6} {t.rejected:>6} {t.fallbacks:>8}"
+        lines.append(f"{row}  {marks}")
+    lines.append(" " * (len(left) + 2) + paint(ruler(duration), DIM))
+    lines.append(paint("▁ closed ▄ half-open █ open   spared: rejected at once, never sent", DIM))
     return lines
+
+
+def summary(tallies: Dict[str, Tally], out: TextIO) -> None:
+    """What the run did, from the same tallies as the last frame of the table."""
+    out.write("\nSummary\n")
+    for name, t in tallies.items():
+        out.write(f"  {name:<13} {t.attempted:>5} calls: {t.sent:>5} sent, {t.rejected:>5} spared, {t.fallbacks:>5} fallbacks\n")
+    flaky = [name for name in OUTAGES if OUTAGES[name]]
+    attempted = sum(tallies[name].attempted for name in flaky)
+    spared = sum(tallies[name].rejected for name in flaky)
+    share = 100.0 * spared / attempted if attempted else 0.0
+    out.write(
+        f"\nThe breakers spared the failing endpoints {spared} of the {attempted} calls\n"
+        f"made to them ({share:.0f}%): each was answered at once from the fallback\n"
+        "instead of waiting on a dead endpoint.\n"
+    )
 
 
 def demo(argv: Sequence[str], out: TextIO) -> int:
@@ -160,7 +207,7 @@ def demo(argv: Sequence[str], out: TextIO) -> int:
             "Start a flaky HTTP service on 127.0.0.1, send traffic to it through circuit breakers, "
             "and show live what the breakers do: state, calls sent, failures, calls spared and "
             "fallbacks served. current_price answers 503s for a while, options_chain becomes slow "
-            "(timeouts), price_history stays healthy. Stops by itself."
+            "(timeouts), price_history stays healthy. Stops by itself; Ctrl-C stops it early."
         ),
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds to run, 2-55 (default 20)")
@@ -206,48 +253,47 @@ def demo(argv: Sequence[str], out: TextIO) -> int:
     for w in workers:
         w.start()
     drawn = 0
+
+    def draw(elapsed: float) -> None:
+        nonlocal drawn
+        lines = render(breakers, tallies, elapsed, args.duration, color=live)
+        if live:
+            if drawn:
+                out.write(f"\x1b[{drawn}F")
+            out.write("".join(f"\x1b[2K{line}\n" for line in lines))
+            drawn = len(lines)
+        else:
+            out.write("\n".join(lines[2:]) + "\n\n")
+        out.flush()
+
     next_plain = 0.0
+    interrupted = False
     try:
         while (elapsed := time.monotonic() - started) < args.duration:
             for name, b in breakers.items():
-                tallies[name].timeline.append(b.get_state().value)
-            lines = render(breakers, tallies, elapsed, args.duration, color=live)
+                tallies[name].timeline.append((elapsed, b.get_state().value))
             if live:
-                if drawn:
-                    out.write(f"\x1b[{drawn}F")
-                out.write("".join(f"\x1b[2K{line}\n" for line in lines))
-                drawn = len(lines)
+                draw(elapsed)
             elif elapsed >= next_plain:
-                out.write("\n".join(lines[2:-2]) + "\n\n")
+                draw(elapsed)
                 next_plain += max(2.0, args.duration / 5)
-            out.flush()
             time.sleep(0.1)
     except KeyboardInterrupt:
-        out.write("\ninterrupted\n")
+        interrupted = True
     finally:
         stop.set()
         for w in workers:
             w.join(timeout=2)
         service.close()
-
-    flaky = [name for name in OUTAGES if OUTAGES[name]]
-    attempted = sum(tallies[name].attempted for name in flaky)
-    spared = sum(tallies[name].rejected for name in flaky)
-    out.write("\nSummary\n")
-    for name, t in tallies.items():
-        served = service.hits[name]
-        out.write(
-            f"  {name:<15} {t.attempted:>5} calls: {served:>5} reached the service, "
-            f"{t.rejected:>5} spared by the breaker, {t.fallbacks:>5} answered from the fallback\n"
-        )
-    share = 100.0 * spared / attempted if attempted else 0.0
-    out.write(
-        f"\nThe breakers spared the failing endpoints {spared} of the {attempted} calls made to them "
-        f"({share:.0f}%): each was answered at once from the fallback instead of waiting on a dead endpoint.\n"
-    )
+    # The last frame and the summary read the same, final tallies: nothing runs any more.
+    elapsed = time.monotonic() - started
+    draw(elapsed)
+    if interrupted:
+        out.write(f"interrupted after {elapsed:.1f} of {args.duration:g} s\n")
+    summary(tallies, out)
     for b in breakers.values():
         registry.unregister(b.name)
-    return 0
+    return 130 if interrupted else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -259,7 +305,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[0] != "demo":
         print(f"unknown command {argv[0]!r}; try: python -m circuit_breaker demo --help", file=sys.stderr)
         return 2
-    return demo(argv[1:], sys.stdout)
+    try:
+        return demo(argv[1:], sys.stdout)
+    except KeyboardInterrupt:  # before the run started, or while printing its summary
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""FastAPI integration: a router serving ``GET /health/circuit-breakers`` (seed 001).
+"""FastAPI integration: a router serving ``GET /health/circuit-breakers``.
 
     from circuit_breaker.fastapi import health_router, StateHeaderMiddleware
     app.include_router(health_router(critical={"current_price"}))

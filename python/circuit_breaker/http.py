@@ -1,4 +1,4 @@
-"""HTTP calls through one circuit breaker per service (seed 001's helpers).
+"""HTTP calls through one circuit breaker per service.
 
     from circuit_breaker.http import protected_get, protected_post, get_circuit_breaker_status
 

@@ -31,7 +31,7 @@ from ._registry import CircuitBreakerRegistry
 __all__ = ["CircuitBreakerCollector", "register_metrics", "STATE_VALUES"]
 
 STATE_VALUES = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
-"""The value of ``circuit_breaker_state`` for each state (seed 002's encoding)."""
+"""The value of ``circuit_breaker_state`` for each state (0 closed, 1 half-open, 2 open)."""
 
 
 class CircuitBreakerCollector(Collector):

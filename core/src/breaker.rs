@@ -3,14 +3,67 @@
 
 use core::cell::Cell;
 use core::fmt;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use crate::loom::Ordering;
 use crate::word::{Admission, Command, Limits, Outcome, Quick, Snapshot, Step, Ticket};
 use crate::{Clock, Config, ConfigError, Counters, DefaultClock, LocalWord, Metrics, State, Store, Transition, WallAnchor};
 
 type Listener = Box<dyn Fn(&Transition) + Send + Sync>;
+
+/// The listener, and what keeps its calls in the order the transitions happened.
+///
+/// A transition's compare-and-swap and its place in `pending` are taken together, under
+/// `pending`'s lock, so the queue is in the order of the swaps. Then one thread at a time (the
+/// one that sets `telling`) tells the listener everything queued; a thread that finds another
+/// already telling leaves its transition to it. The lock is held only around a swap and a queue
+/// operation, never while the listener runs, and only for swaps that make a transition: the
+/// hot paths never take it.
+struct Announcer {
+    listener: Listener,
+    pending: crate::loom::Mutex<VecDeque<Transition>>,
+    telling: crate::loom::AtomicBool,
+}
+
+impl Announcer {
+    fn pending(&self) -> impl core::ops::DerefMut<Target = VecDeque<Transition>> + '_ {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the listener every queued transition, in order, unless another thread is at it.
+    fn tell(&self) {
+        /// Lets go of `telling` even if the listener panics, so the next transition is told.
+        struct LetGo<'a>(&'a crate::loom::AtomicBool);
+        impl Drop for LetGo<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        loop {
+            // compare_exchange rather than swap: the same here, and loom models swap on a
+            // bool with invalid histories (tokio-rs/loom#254, #389).
+            if self.telling.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                return; // the thread telling now tells ours too
+            }
+            {
+                let _let_go = LetGo(&self.telling);
+                loop {
+                    let next = self.pending().pop_front();
+                    match next {
+                        Some(transition) => (self.listener)(&transition),
+                        None => break,
+                    }
+                }
+            }
+            // One queued after our last look, while we still held `telling`, is ours to tell.
+            if self.pending().is_empty() {
+                return;
+            }
+        }
+    }
+}
 
 /// A circuit breaker whose whole state is one 64-bit word.
 ///
@@ -42,7 +95,7 @@ pub struct CircuitBreaker<C: Clock = DefaultClock, M: Metrics = Counters, S: Sto
     config: Config,
     clock: C,
     metrics: M,
-    listener: Option<Listener>,
+    announcer: Option<Announcer>,
     name: Option<&'static str>,
     anchor: WallAnchor,
 }
@@ -207,11 +260,14 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// ```
     pub fn with_store(config: Config, clock: C, metrics: M, store: S) -> Result<Self, ConfigError> {
         let anchor = WallAnchor::now(&clock);
-        Ok(CircuitBreaker { store, limits: config.limits()?, config, clock, metrics, listener: None, name: None, anchor })
+        Ok(CircuitBreaker { store, limits: config.limits()?, config, clock, metrics, announcer: None, name: None, anchor })
     }
 
-    /// Calls `listener` exactly once for every transition, after it took effect, on the thread
-    /// that made it. It runs on that caller's path: keep it short (log, bump a metric).
+    /// Calls `listener` exactly once for every transition, after it took effect, in the order
+    /// the transitions happened. It runs on the thread that made the transition, except when
+    /// transitions race: then the thread already telling the listener tells the others' too,
+    /// in order (the other threads return at once). It runs on a caller's path: keep it short
+    /// (log, bump a metric). A transition the listener itself causes is told after it returns.
     ///
     /// ```
     /// use cb_core::{CircuitBreaker, Config, State};
@@ -224,7 +280,11 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// assert_eq!(*seen.lock().unwrap(), [(State::Closed, State::Open, "1 consecutive failures".to_string())]);
     /// ```
     pub fn on_transition(mut self, listener: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
-        self.listener = Some(Box::new(listener));
+        self.announcer = Some(Announcer {
+            listener: Box::new(listener),
+            pending: crate::loom::Mutex::new(VecDeque::new()),
+            telling: crate::loom::AtomicBool::new(false),
+        });
         self
     }
 
@@ -258,7 +318,19 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         loop {
             let step = f(current);
             let Some(next) = step.next else { return (step.result, None) };
-            match self.store.compare_exchange(current, next) {
+            let written = match (&step.transition, &self.announcer) {
+                // Written and queued in one step: the queue is in the order of the swaps.
+                (Some(transition), Some(announcer)) => {
+                    let mut pending = announcer.pending();
+                    let written = self.store.compare_exchange(current, next);
+                    if written.is_ok() {
+                        pending.push_back(*transition);
+                    }
+                    written
+                }
+                _ => self.store.compare_exchange(current, next),
+            };
+            match written {
                 Ok(()) => {
                     if let Some(transition) = &step.transition {
                         self.announce(transition, now.get());
@@ -283,8 +355,8 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
             }
         }
         self.metrics.on_transition(transition, now);
-        if let Some(listener) = &self.listener {
-            listener(transition);
+        if let Some(announcer) = &self.announcer {
+            announcer.tell();
         }
     }
 

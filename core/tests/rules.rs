@@ -484,3 +484,21 @@ fn real_clocks_are_monotonic_and_agree() {
     let (c, m) = (cached.now(), MonotonicClock.now());
     assert!(m >= c && m - c < 200, "cached {c} vs monotonic {m}");
 }
+
+
+#[test]
+fn a_panicking_listener_does_not_silence_the_next_transitions() {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&heard);
+    let breaker = CircuitBreaker::new(Config::default().failure_threshold(1).recovery_timeout(secs(0)))
+        .unwrap()
+        .on_transition(move |t| {
+            log.lock().unwrap().push(t.to);
+            assert_ne!(t.to, State::Open, "a listener bug");
+        });
+    let tripped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| breaker.admit().unwrap().failure()));
+    assert!(tripped.is_err(), "the listener's panic reaches the caller that made the transition");
+    assert_eq!(breaker.snapshot().stored_state(), State::Open, "the transition itself took effect");
+    breaker.admit().unwrap().success(); // OPEN -> HALF_OPEN -> CLOSED: told as usual
+    assert_eq!(*heard.lock().unwrap(), [State::Open, State::HalfOpen, State::Closed]);
+}

@@ -114,10 +114,14 @@ fn half_open_never_admits_more_than_max_calls_and_counters_add_up() {
     assert!(max >= 1, "the run never reached HALF_OPEN, so it proved nothing");
     let t = breaker.metrics().totals();
     assert_eq!(t.successes + t.failures + t.ignored + t.rejections, attempts.load(Ordering::Relaxed));
-    // Listeners run after the CAS, so two racing announcers may log out of order; each
-    // transition still appears once, so the counts must balance.
+    // The listener hears transitions in the order they happened, even when they race: one
+    // unbroken chain, each transition once.
     let events = events.lock().unwrap();
     assert!(events.len() > 100, "only {} transitions", events.len());
+    let breaks = events.windows(2).filter(|w| w[0].to != w[1].from).count();
+    assert_eq!(breaks, 0, "the chain of {} events breaks {breaks} times", events.len());
+    assert_eq!(events.first().unwrap().from, State::Closed);
+    assert_eq!(events.last().unwrap().to, breaker.snapshot().stored_state());
     let opens = events.iter().filter(|e| e.to == State::Open).count() as u64;
     assert_eq!(opens, t.opened);
     let into_half_open = events.iter().filter(|e| e.to == State::HalfOpen).count();

@@ -199,3 +199,81 @@ fn the_clock_advancing_on_its_own_thread() {
         assert_eq!(count(&s.events, State::Open, State::HalfOpen), 1);
     });
 }
+
+/// Whether the events form one chain: each starts where the one before ended.
+fn one_chain(events: &[Transition], start: State) -> bool {
+    let mut at = start;
+    for t in events {
+        if t.from != at {
+            return false;
+        }
+        at = t.to;
+    }
+    true
+}
+
+#[test]
+fn the_listener_hears_racing_transitions_in_the_order_they_happened() {
+    loom::model(|| {
+        // Zero recovery: a trip, a probe admission (OPEN -> HALF_OPEN) and a close can all race.
+        let s = setup(Config::default().failure_threshold(1).recovery_timeout(Duration::ZERO));
+        let failing = Arc::clone(&s.breaker);
+        let probing = Arc::clone(&s.breaker);
+        let a = thread::spawn(move || {
+            if let Ok(p) = failing.admit() {
+                p.failure();
+            }
+        });
+        let b = thread::spawn(move || {
+            if let Ok(p) = probing.admit() {
+                p.success();
+            }
+        });
+        a.join().unwrap();
+        b.join().unwrap();
+        let events = s.events.lock().unwrap();
+        assert!(one_chain(&events, State::Closed), "{events:?}");
+        assert_eq!(events.last().map_or(State::Closed, |t| t.to), s.breaker.snapshot().stored_state(), "{events:?} vs {:?}", s.breaker.snapshot());
+    });
+}
+
+#[test]
+fn a_listener_that_resets_the_breaker_is_told_its_own_transition_after_returning() {
+    loom::model(|| {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&events);
+        // The listener reaches its breaker through this cell, emptied at the end to break the
+        // cycle (loom's Arc has no Weak).
+        let me: Arc<Mutex<Option<Arc<Breaker>>>> = Arc::new(Mutex::new(None));
+        let me_too = Arc::clone(&me);
+        let breaker = Arc::new(
+            CircuitBreaker::with_parts(Config::default().failure_threshold(1), SharedClock(Arc::new(ManualClock::new(0))), NoMetrics)
+                .unwrap()
+                .on_transition(move |t: &Transition| {
+                    log.lock().unwrap().push(*t);
+                    if t.to == State::Open {
+                        // Re-entrant: the reset's own transition is queued, told after this returns.
+                        let b = me_too.lock().unwrap().clone();
+                        if let Some(b) = b {
+                            b.reset();
+                        }
+                    }
+                }),
+        );
+        *me.lock().unwrap() = Some(Arc::clone(&breaker));
+        let other = Arc::clone(&breaker);
+        let t = thread::spawn(move || {
+            if let Ok(p) = other.admit() {
+                p.failure();
+            }
+        });
+        if let Ok(p) = breaker.admit() {
+            p.failure();
+        }
+        t.join().unwrap();
+        let events = events.lock().unwrap();
+        assert!(one_chain(&events, State::Closed), "{events:?}");
+        assert_eq!(events.last().unwrap().to, State::Closed);
+        *me.lock().unwrap() = None;
+    });
+}

@@ -36,6 +36,9 @@ class Permit:
     def is_probe(self) -> bool: ...
     @property
     def pending(self) -> bool: ...
+    @property
+    def generation(self) -> int:
+        """The breaker's generation at admission; the half-open limit holds per generation."""
 
 class BreakerCore:
     """The Rust half of ``circuit_breaker.CircuitBreaker`` (its base class): construction, the

@@ -65,7 +65,7 @@ impl CircuitBreaker {
         }
         let ticket = match this.inner.admit() {
             Ok(permit) => permit.into_ticket(),
-            Err(rejected) => return Self::rejected_call(slf, rejected, rest),
+            Err(rejected) => return Self::rejected_call(slf, rejected, func, rest),
         };
         // From here the ticket is recorded exactly once (nothing below panics: PyO3 turns
         // Python errors into values).
@@ -114,21 +114,27 @@ impl CircuitBreaker {
         self.inner.state()
     }
 
-    /// `call` was rejected: the fallback's result, or the open error.
+    /// `call` was rejected: the fallback's result, or the open error. The caller of an `async
+    /// def` function awaits what `call` returns, so then the fallback's result comes as an
+    /// awaitable too (awaiting it if it is one itself).
     #[cold]
     #[inline(never)]
     pub(crate) fn rejected_call(
         slf: &Bound<'_, Self>,
         rejected: cb_core::Rejected,
+        func: &Bound<'_, PyAny>,
         rest: &CallArgs<'_, '_>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();
         let error = Self::rejection(slf, rejected);
-        match this.policy.fallback_after_rejection() {
-            Some(fallback) => this.call_fallback(py, fallback, error.value(py), rest),
-            None => Err(error),
+        let Some(fallback) = this.policy.fallback_after_rejection() else { return Err(error) };
+        let result = this.call_fallback(py, fallback, error.value(py), rest)?;
+        let r = refs(py)?;
+        if r.iscoroutinefunction.bind(py).call1((func,))?.is_truthy()? {
+            return Ok(r.maybe_await.bind(py).call1((result,))?.unbind());
         }
+        Ok(result)
     }
 
     /// `call` started a coroutine: the outcome comes when it is awaited, so hand back an
@@ -143,7 +149,7 @@ impl CircuitBreaker {
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let (args, kwargs) = rest.packed()?;
-        let permit = Permit { breaker: slf.clone().unbind(), ticket: Mutex::new(Some(ticket)) };
+        let permit = Permit::new(slf.clone().unbind(), ticket);
         Ok(refs(py)?.record_when_done.bind(py).call1((permit, coroutine, args, kwargs))?.unbind())
     }
 
@@ -357,7 +363,7 @@ impl CircuitBreaker {
     fn acquire(slf: &Bound<'_, Self>) -> PyResult<Permit> {
         let this = slf.get();
         let permit = this.inner.admit().map_err(|rejected| Self::rejection(slf, rejected))?;
-        Ok(Permit { breaker: slf.clone().unbind(), ticket: Mutex::new(Some(permit.into_ticket())) })
+        Ok(Permit::new(slf.clone().unbind(), permit.into_ticket()))
     }
 
     /// OPEN until `reset()`, whatever the timeout (reads as OPEN; `mode` is `'forced_open'`).

@@ -15,9 +15,15 @@ use crate::breaker::CircuitBreaker;
 pub(crate) struct Permit {
     pub(crate) breaker: Py<CircuitBreaker>,
     pub(crate) ticket: Mutex<Option<Ticket>>,
+    /// The ticket's generation, kept after the outcome is reported.
+    generation: u64,
 }
 
 impl Permit {
+    pub(crate) fn new(breaker: Py<CircuitBreaker>, ticket: Ticket) -> Self {
+        Permit { breaker, generation: ticket.generation(), ticket: Mutex::new(Some(ticket)) }
+    }
+
     pub(crate) fn finish(&self, outcome: Outcome, error: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let ticket = self.ticket.lock().unwrap_or_else(|e| e.into_inner()).take();
         match ticket {
@@ -95,6 +101,15 @@ impl Permit {
     #[getter]
     fn is_probe(&self) -> bool {
         self.ticket.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.is_probe())
+    }
+
+    /// The breaker's generation when this call was admitted: it changes with every change of
+    /// state. The `half_open_max_calls` limit holds per generation (per round of probes): when
+    /// a probe fails the breaker reopens, and the next round has its own slots even if probes
+    /// of the failed round still run.
+    #[getter]
+    fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Whether an outcome is still to be reported.

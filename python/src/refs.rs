@@ -19,6 +19,11 @@ pub(crate) struct Refs {
     pub(crate) record_when_done: Py<PyAny>,
     /// `circuit_breaker._support.call_fallback(fallback, error, args, kwargs)`.
     pub(crate) call_fallback: Py<PyAny>,
+    /// `inspect.iscoroutinefunction`.
+    pub(crate) iscoroutinefunction: Py<PyAny>,
+    /// `circuit_breaker._support.maybe_await(value)`: a coroutine that returns `value`, awaited
+    /// if it is awaitable.
+    pub(crate) maybe_await: Py<PyAny>,
     /// `circuit_breaker.SharedMemoryError`.
     pub(crate) shared_memory_error: Py<PyAny>,
 }
@@ -39,6 +44,8 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&'static Refs> {
             record_when_done: py.import("circuit_breaker._support")?.getattr("record_when_done")?.unbind(),
             call_fallback: py.import("circuit_breaker._support")?.getattr("call_fallback")?.unbind(),
             shared_memory_error: types.getattr("SharedMemoryError")?.unbind(),
+            iscoroutinefunction: py.import("inspect")?.getattr("iscoroutinefunction")?.unbind(),
+            maybe_await: py.import("circuit_breaker._support")?.getattr("maybe_await")?.unbind(),
         })
     })
 }

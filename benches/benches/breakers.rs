@@ -133,10 +133,11 @@ fn closed_failure(c: &mut Criterion) {
     g.bench_function("cb_core/counters", |i| {
         i.iter_custom(|n| chunked(n, || cb(config, CoarseClock, Counters::default()), |b| drop(black_box(b.call(err)))))
     });
-    // Every failure stamped with the time: one clock read more per failure (no peer records one).
-    g.bench_function("cb_core/counters_failure_times", |i| {
+    // Failures (and transitions) stamped with the time: one clock read more per failure (no
+    // peer records one).
+    g.bench_function("cb_core/counters_with_times", |i| {
         i.iter_custom(|n| {
-            chunked(n, || cb(config, CoarseClock, Counters::default().with_failure_times()), |b| drop(black_box(b.call(err))))
+            chunked(n, || cb(config, CoarseClock, Counters::default().with_times()), |b| drop(black_box(b.call(err))))
         })
     });
     g.bench_function("failsafe", |i| {
@@ -160,6 +161,14 @@ fn half_open_success(c: &mut Criterion) {
     });
     g.bench_function("cb_core/counters", |i| {
         i.iter_batched_ref(|| tripped(Duration::ZERO, CoarseClock, Counters::default()), |b| b.call(ok), BatchSize::SmallInput)
+    });
+    // Transitions stamped with the time: one clock read more for the close (no peer records one).
+    g.bench_function("cb_core/counters_with_times", |i| {
+        i.iter_batched_ref(
+            || tripped(Duration::ZERO, CoarseClock, Counters::default().with_times()),
+            |b| b.call(ok),
+            BatchSize::SmallInput,
+        )
     });
     g.bench_function("failsafe", |i| {
         i.iter_batched_ref(

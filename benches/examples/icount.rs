@@ -4,7 +4,7 @@
 //! ```text
 //! cargo build --release -p benches --example icount
 //! for case in baseline clock closed/none closed/counters open/none open/counters \
-//!             failure/none failure/counters failure/failure_times cycle/none cycle/counters; do
+//!             failure/none failure/counters failure/with_times cycle/none cycle/counters; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/icount $case 2>&1 | grep Collected
 //! done
 //! ```
@@ -56,7 +56,7 @@ fn main() {
         Some("open/counters") => run(Counters::default(), true),
         Some("failure/none") => fail(NoMetrics),
         Some("failure/counters") => fail(Counters::default()),
-        Some("failure/failure_times") => fail(Counters::default().with_failure_times()),
+        Some("failure/with_times") => fail(Counters::default().with_times()),
         Some("cycle/none") => cycle(NoMetrics),
         Some("cycle/counters") => cycle(Counters::default()),
         Some("clock") => {

@@ -313,8 +313,18 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// no write, then announces the transition it made, if any. Returns the step's result and
     /// that transition.
     #[inline]
-    fn update<R>(&self, now: &LazyNow<'_, C>, mut f: impl FnMut(Snapshot) -> Step<R>) -> (R, Option<Transition>) {
-        let mut current = self.store.load();
+    fn update<R>(&self, now: &LazyNow<'_, C>, f: impl FnMut(Snapshot) -> Step<R>) -> (R, Option<Transition>) {
+        self.update_from(self.store.load(), now, f)
+    }
+
+    /// [`CircuitBreaker::update`] from a word the caller has just read.
+    #[inline]
+    fn update_from<R>(
+        &self,
+        mut current: Snapshot,
+        now: &LazyNow<'_, C>,
+        mut f: impl FnMut(Snapshot) -> Step<R>,
+    ) -> (R, Option<Transition>) {
         loop {
             let step = f(current);
             let Some(next) = step.next else { return (step.result, None) };
@@ -333,7 +343,8 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
             match written {
                 Ok(()) => {
                     if let Some(transition) = &step.transition {
-                        self.announce(transition, now.get());
+                        let now = if self.metrics.wants_transition_time() { now.get() } else { 0 };
+                        self.announce(transition, now);
                     }
                     return (step.result, step.transition);
                 }
@@ -427,10 +438,11 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         if outcome == Outcome::Success {
             self.metrics.on_success();
             // A success in CLOSED with nothing pending writes nothing and reads no clock.
-            if self.store.load().ignores_quietly(outcome) {
+            let current = self.store.load();
+            if current.ignores_quietly(outcome) {
                 return None;
             }
-            return self.record_slow(ticket, outcome, LazyNow::new(&self.clock));
+            return self.record_slow(current, ticket, outcome, LazyNow::new(&self.clock));
         }
         self.record_failure_or_ignored(ticket, outcome)
     }
@@ -443,20 +455,21 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
             // A failure that only counts: one CAS, no loop machinery.
             let current = self.store.load();
             if let Some(next) = current.counts_failure(ticket, &self.limits) {
-                if self.store.compare_exchange(current, next).is_ok() {
-                    return None;
+                match self.store.compare_exchange(current, next) {
+                    Ok(()) => return None,
+                    Err(actual) => return self.record_slow(actual, ticket, outcome, now),
                 }
             }
-        } else {
-            self.metrics.on_ignored();
+            return self.record_slow(current, ticket, outcome, now);
         }
-        self.record_slow(ticket, outcome, now)
+        self.metrics.on_ignored();
+        self.record_slow(self.store.load(), ticket, outcome, now)
     }
 
     /// The full transition through the CAS loop, with the time if it was read already.
     #[inline(never)]
-    fn record_slow(&self, ticket: Ticket, outcome: Outcome, now: LazyNow<'_, C>) -> Option<Transition> {
-        self.update(&now, |s| s.record(ticket, outcome, || now.get(), &self.limits)).1
+    fn record_slow(&self, current: Snapshot, ticket: Ticket, outcome: Outcome, now: LazyNow<'_, C>) -> Option<Transition> {
+        self.update_from(current, &now, |s| s.record(ticket, outcome, || now.get(), &self.limits)).1
     }
 
     /// Runs `f` if admitted; `Ok` counts as success and `Err` as failure. A panic in `f`

@@ -30,6 +30,11 @@ pub trait Metrics: Send + Sync {
     fn on_rejected(&self);
     /// The breaker changed state, at tick `now`.
     fn on_transition(&self, transition: &Transition, now: u64);
+    /// Whether [`Metrics::on_transition`] uses its `now` argument; when false the breaker reads
+    /// no clock to announce a transition.
+    fn wants_transition_time(&self) -> bool {
+        true
+    }
 }
 
 /// No counting at all: for zero-cost use from Rust.
@@ -57,6 +62,10 @@ impl Metrics for NoMetrics {
     fn on_rejected(&self) {}
     #[inline]
     fn on_transition(&self, _transition: &Transition, _now: u64) {}
+    #[inline(always)]
+    fn wants_transition_time(&self) -> bool {
+        false
+    }
 }
 
 /// How many slots each striped counter has: a power of two, more than the cores a breaker is
@@ -130,8 +139,8 @@ pub struct Counters {
     /// What keeps the block alive: `None` for a block this value allocated (and frees), or the
     /// shared-memory mapping the block lives in.
     owner: Option<Arc<dyn Any + Send + Sync>>,
-    /// Whether each failure is stamped with the time (a clock read per failure).
-    failure_times: bool,
+    /// Whether failures and transitions are stamped with the time (a clock read each).
+    times: bool,
 }
 
 // SAFETY: the block is only accessed through shared references to atomics, and it lives as long
@@ -142,7 +151,7 @@ unsafe impl Sync for Counters {}
 
 impl Default for Counters {
     fn default() -> Self {
-        Counters { block: NonNull::from(Box::leak(Box::<CounterBlock>::default())), owner: None, failure_times: false }
+        Counters { block: NonNull::from(Box::leak(Box::<CounterBlock>::default())), owner: None, times: false }
     }
 }
 
@@ -189,24 +198,26 @@ impl Counters {
     /// for as long as `owner` lives.
     #[cfg_attr(not(all(unix, feature = "shared-memory")), allow(dead_code))]
     pub(crate) unsafe fn in_place(block: NonNull<CounterBlock>, owner: Arc<dyn Any + Send + Sync>) -> Self {
-        Counters { block, owner: Some(owner), failure_times: false }
+        Counters { block, owner: Some(owner), times: false }
     }
 
-    /// Also stamps every failure with the time, for [`Counters::last_failure_tick`]. Costs one
-    /// clock read per failure (about 5 ns with the default clock, half of a failure's cost), so
-    /// it is opt-in; transitions are stamped either way (the clock is read for them anyway).
+    /// Also stamps every failure and every transition with the time, for
+    /// [`Counters::last_failure_tick`] and [`Counters::last_change_tick`] (and the breaker's
+    /// `last_failure_time()` / `last_state_change_time()`). Costs a clock read per failure and
+    /// per transition that the breaker would not otherwise make (about 5 ns each with the
+    /// default clock: half of a failure's cost), so it is opt-in: plain counters only count.
     ///
     /// ```
     /// use cb_core::{CircuitBreaker, Config, Counters, DefaultClock};
     /// let plain = CircuitBreaker::new(Config::default()).unwrap();
     /// let _ = plain.call(|| Err::<(), _>("down"));
     /// assert_eq!(plain.metrics().last_failure_tick(), None);
-    /// let stamped = CircuitBreaker::with_parts(Config::default(), DefaultClock::default(), Counters::default().with_failure_times()).unwrap();
+    /// let stamped = CircuitBreaker::with_parts(Config::default(), DefaultClock::default(), Counters::default().with_times()).unwrap();
     /// let _ = stamped.call(|| Err::<(), _>("down"));
     /// assert!(stamped.metrics().last_failure_tick().is_some());
     /// ```
-    pub fn with_failure_times(mut self) -> Self {
-        self.failure_times = true;
+    pub fn with_times(mut self) -> Self {
+        self.times = true;
         self
     }
 
@@ -240,8 +251,8 @@ impl Counters {
         t
     }
 
-    /// The tick of the last reported failure, if any was stamped (see
-    /// [`Counters::with_failure_times`]; in a shared slot, by any process that stamps).
+    /// The tick of the last reported failure, if any was stamped (see [`Counters::with_times`];
+    /// in a shared slot, by any process that stamps).
     ///
     /// ```
     /// assert_eq!(cb_core::Counters::default().last_failure_tick(), None);
@@ -250,7 +261,8 @@ impl Counters {
         unstamp(self.block().last_failure.load(Ordering::Relaxed))
     }
 
-    /// The tick of the last state change, if any.
+    /// The tick of the last state change, if any was stamped (see [`Counters::with_times`]; a
+    /// shared slot is stamped when it is claimed).
     ///
     /// ```
     /// assert_eq!(cb_core::Counters::default().last_change_tick(), None);
@@ -294,7 +306,12 @@ impl Counters {
 impl Metrics for Counters {
     #[inline(always)]
     fn wants_failure_time(&self) -> bool {
-        self.failure_times
+        self.times
+    }
+
+    #[inline(always)]
+    fn wants_transition_time(&self) -> bool {
+        self.times
     }
 
     #[inline]
@@ -305,7 +322,7 @@ impl Metrics for Counters {
     #[inline]
     fn on_failure(&self, now: u64) {
         self.stripe().failures.fetch_add(1, Ordering::Relaxed);
-        if self.failure_times {
+        if self.times {
             self.block().last_failure.store(stamp(now), Ordering::Relaxed);
         }
     }
@@ -324,7 +341,9 @@ impl Metrics for Counters {
         if matches!(transition.to, State::Open | State::ForcedOpen) {
             self.block().opened.fetch_add(1, Ordering::Relaxed);
         }
-        self.block().last_change.store(stamp(now), Ordering::Relaxed);
+        if self.times {
+            self.block().last_change.store(stamp(now), Ordering::Relaxed);
+        }
     }
 }
 

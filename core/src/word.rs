@@ -693,39 +693,47 @@ impl Snapshot {
 
     #[inline(never)]
     fn record_slow(self, ticket: Ticket, outcome: Outcome, now: impl FnOnce() -> u64, limits: &Limits) -> Step {
-        if !self.is_current(ticket) {
+        // Decided on the tag directly (the same rules as `is_current` and `stored_state`, in
+        // one match): a stale ticket, or one of the wrong kind for the state, changes nothing.
+        if self.generation() != ticket.generation {
             return Step::stay(());
         }
         let generation = self.generation();
-        match (self.stored_state(), outcome) {
-            (State::Closed, Outcome::Success) if self.failures() == 0 => Step::stay(()),
-            (State::Closed, Outcome::Success) => Step::write(Snapshot::closed(generation, 0), ()),
-            (State::Closed, Outcome::Failure) => {
-                let failures = self.failures() + 1;
-                if failures >= limits.failure_threshold {
-                    let reason = Reason::FailureThreshold { failures };
-                    let transition = Transition { from: State::Closed, to: State::Open, reason };
+        match self.tag() {
+            TAG_HALF_OPEN if ticket.probe => match outcome {
+                Outcome::Success => {
+                    let successes = self.successes() + 1;
+                    if successes >= limits.success_threshold {
+                        let reason = Reason::ProbeSucceeded { successes };
+                        let transition = Transition { from: State::HalfOpen, to: State::Closed, reason };
+                        Step::transition(Snapshot::closed(self.next_generation(), 0), (), transition)
+                    } else {
+                        Step::write(self.release_probe().with_successes(successes), ())
+                    }
+                }
+                Outcome::Failure => {
+                    let transition = Transition { from: State::HalfOpen, to: State::Open, reason: Reason::ProbeFailed };
                     Step::transition(Snapshot::open(self.next_generation(), now()), (), transition)
-                } else {
-                    Step::write(Snapshot::closed(generation, failures), ())
                 }
-            }
-            (State::HalfOpen, Outcome::Success) => {
-                let successes = self.successes() + 1;
-                if successes >= limits.success_threshold {
-                    let reason = Reason::ProbeSucceeded { successes };
-                    let transition = Transition { from: State::HalfOpen, to: State::Closed, reason };
-                    Step::transition(Snapshot::closed(self.next_generation(), 0), (), transition)
-                } else {
-                    Step::write(self.release_probe().with_successes(successes), ())
+                Outcome::Ignored => Step::write(self.release_probe(), ()),
+            },
+            // CLOSED, and an unknown tag, which reads as CLOSED with no failures.
+            tag if !ticket.probe && (tag == TAG_CLOSED || tag > TAG_DISABLED) => match outcome {
+                Outcome::Success if self.failures() == 0 => Step::stay(()),
+                Outcome::Success => Step::write(Snapshot::closed(generation, 0), ()),
+                Outcome::Failure => {
+                    let failures = self.failures() + 1;
+                    if failures >= limits.failure_threshold {
+                        let reason = Reason::FailureThreshold { failures };
+                        let transition = Transition { from: State::Closed, to: State::Open, reason };
+                        Step::transition(Snapshot::open(self.next_generation(), now()), (), transition)
+                    } else {
+                        Step::write(Snapshot::closed(generation, failures), ())
+                    }
                 }
-            }
-            (State::HalfOpen, Outcome::Failure) => {
-                let transition = Transition { from: State::HalfOpen, to: State::Open, reason: Reason::ProbeFailed };
-                Step::transition(Snapshot::open(self.next_generation(), now()), (), transition)
-            }
-            (State::HalfOpen, Outcome::Ignored) => Step::write(self.release_probe(), ()),
-            // CLOSED ignored, DISABLED anything: nothing to count.
+                Outcome::Ignored => Step::stay(()),
+            },
+            // OPEN, FORCED_OPEN, DISABLED, or a ticket of the wrong kind: nothing to count.
             _ => Step::stay(()),
         }
     }

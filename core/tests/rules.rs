@@ -20,7 +20,7 @@ fn fixture(config: Config) -> Fixture {
     let clock = Arc::new(ManualClock::new(1_000_000));
     let events = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&events);
-    let breaker = CircuitBreaker::with_parts(config, Arc::clone(&clock), Counters::default().with_failure_times())
+    let breaker = CircuitBreaker::with_parts(config, Arc::clone(&clock), Counters::default().with_times())
         .unwrap()
         .on_transition(move |t| log.lock().unwrap().push(*t));
     Fixture { clock, breaker, events }

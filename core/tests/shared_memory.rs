@@ -620,7 +620,7 @@ fn every_mapping_reports_the_same_wall_clock_times() {
     let config = Config::default().failure_threshold(2);
     let stamped = |region: &SharedRegion| {
         let slot = region.attach("timed", &config).unwrap();
-        CircuitBreaker::with_store(config, cb_core::DefaultClock::default(), slot.counters().with_failure_times(), slot.word())
+        CircuitBreaker::with_store(config, cb_core::DefaultClock::default(), slot.counters().with_times(), slot.word())
             .unwrap()
             .with_wall_anchor(region.wall_anchor())
     };

@@ -309,7 +309,7 @@ impl CircuitBreaker {
         let listeners = Arc::new(Listeners::new());
         let hook = Arc::clone(&listeners);
         // The status reports the last failure's time: stamp every failure.
-        let mut inner = cb_core::CircuitBreaker::with_store(config, cb_core::DefaultClock::default(), counters.with_failure_times(), store)
+        let mut inner = cb_core::CircuitBreaker::with_store(config, cb_core::DefaultClock::default(), counters.with_times(), store)
             .map_err(|e| config_error(e, &given))?
             .on_transition(move |t| on_transition(&label, &hook, t));
         if let Some(region) = &region {

@@ -129,6 +129,14 @@ struct CachedLine {
 /// starts a new one.
 static FORKS: StdAtomicU64 = StdAtomicU64::new(0);
 
+/// Forks of this process so far (starting to count, if it was not yet): a handle that owns
+/// threads or connections compares it with the count it started with to notice it is in a child.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn forks() -> u64 {
+    watch_forks();
+    FORKS.load(StdOrdering::Acquire)
+}
+
 #[cfg(unix)]
 fn watch_forks() {
     extern "C" fn in_child() {
@@ -233,6 +241,31 @@ impl Clock for CachedClock {
 impl core::fmt::Debug for CachedClock {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("CachedClock").field("ticks", &self.now()).finish()
+    }
+}
+
+/// Milliseconds since the Unix epoch, from `CLOCK_REALTIME_COARSE` (one vDSO read, one
+/// kernel tick of resolution): the clock of breakers shared between hosts, which share no
+/// monotonic clock. It can jump when the system time is set; a stamp it wrote that is later
+/// more than [`crate::CLOCK_SKEW_TICKS`] ahead of the clock reads as elapsed (see
+/// [`crate::word`]), so a jump back never wedges a breaker.
+///
+/// ```
+/// use cb_core::{Clock, WallClock};
+/// use std::time::{SystemTime, UNIX_EPOCH};
+/// let ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+/// assert!(WallClock.now().abs_diff(ms) < 1_000);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WallClock;
+
+impl Clock for WallClock {
+    #[inline]
+    fn now(&self) -> u64 {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return clock_gettime_ms(libc::CLOCK_REALTIME_COARSE);
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        return SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     }
 }
 

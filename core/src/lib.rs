@@ -45,6 +45,8 @@
 mod breaker;
 mod clock;
 mod config;
+#[cfg(feature = "redis")]
+pub mod fleet;
 mod loom;
 mod metrics;
 #[cfg(all(unix, feature = "shared-memory"))]
@@ -55,11 +57,13 @@ pub mod word;
 use core::fmt;
 
 pub use breaker::{CallError, CircuitBreaker, Permit, Rejected};
-pub use clock::{CachedClock, Clock, CoarseClock, DefaultClock, ManualClock, MonotonicClock, WallAnchor};
+pub use clock::{CachedClock, Clock, CoarseClock, DefaultClock, ManualClock, MonotonicClock, WallAnchor, WallClock};
 pub use config::{Config, ConfigError, MAX_TIMEOUT};
 pub use metrics::{Counters, Metrics, NoMetrics, Totals, STRIPES};
 #[cfg(all(unix, feature = "shared-memory"))]
 pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, SharedSlot, SlotWord};
+#[cfg(feature = "redis")]
+pub use fleet::{FleetEvent, RedisBreaker, RedisError, RedisFleet, RedisOptions, RedisSlot, RedisWord};
 pub use store::{LocalWord, Store};
 pub use word::{Admission, Command, Limits, Outcome, Snapshot, Step, Ticket, CLOCK_SKEW_TICKS};
 

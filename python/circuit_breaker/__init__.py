@@ -14,10 +14,11 @@ from ._types import (
     CircuitBreakerError,
     CircuitBreakerOpenError,
     CircuitBreakerState,
+    RedisStoreError,
     SharedMemoryError,
 )
 from ._breaker import CircuitBreaker, Protected, circuit_breaker
-from ._core import Permit, SharedMemory, __version__
+from ._core import Permit, RedisStore, SharedMemory, __version__
 from ._registry import CircuitBreakerRegistry
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "CircuitBreakerState",
     "Permit",
     "Protected",
+    "RedisStore",
+    "RedisStoreError",
     "SharedMemory",
     "SharedMemoryError",
     "circuit_breaker",

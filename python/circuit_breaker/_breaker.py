@@ -3,6 +3,7 @@ managers, ``async``, decorators). ``call`` itself is the Rust method, unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
@@ -83,9 +84,7 @@ class CircuitBreaker(_core.BreakerCore):
     # --- context managers ---------------------------------------------------------------
 
     def __enter__(self) -> Permit:
-        permit = self.acquire()
-        _open_blocks.set(_open_blocks.get() + ((id(self), permit),))
-        return permit
+        return self._opened(self.acquire())
 
     def __exit__(
         self,
@@ -93,19 +92,15 @@ class CircuitBreaker(_core.BreakerCore):
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        blocks = _open_blocks.get()
-        for i in range(len(blocks) - 1, -1, -1):
-            if blocks[i][0] == id(self):
-                permit = blocks[i][1]
-                _open_blocks.set(blocks[:i] + blocks[i + 1 :])
-                break
-        else:  # pragma: no cover - __exit__ without __enter__ in this context
-            raise RuntimeError("CircuitBreaker.__exit__ without a matching __enter__")
+        permit = self._closed()
         if permit.pending:
             permit.record_exception(exc)
 
     async def __aenter__(self) -> Permit:
-        return self.__enter__()
+        if self._admission_is_remote():
+            # A probe admission of a breaker in Redis waits on the network: off the loop.
+            return self._opened(await asyncio.to_thread(self.acquire))
+        return self._opened(self.acquire())
 
     async def __aexit__(
         self,
@@ -113,7 +108,28 @@ class CircuitBreaker(_core.BreakerCore):
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        permit = self._closed()
+        if not permit.pending:
+            return
+        if self._record_is_remote(exc is not None):
+            # Recording this outcome writes to Redis: off the event loop.
+            await asyncio.to_thread(permit.record_exception, exc)
+        else:
+            permit.record_exception(exc)
+
+    def _opened(self, permit: Permit) -> Permit:
+        """Remembers the permit of a block entered in this thread / task."""
+        _open_blocks.set(_open_blocks.get() + ((id(self), permit),))
+        return permit
+
+    def _closed(self) -> Permit:
+        """Forgets and returns the permit of this breaker's innermost open block."""
+        blocks = _open_blocks.get()
+        for i in range(len(blocks) - 1, -1, -1):
+            if blocks[i][0] == id(self):
+                _open_blocks.set(blocks[:i] + blocks[i + 1 :])
+                return blocks[i][1]
+        raise RuntimeError("CircuitBreaker.__exit__ without a matching __enter__")  # pragma: no cover
 
     # --- asyncio ------------------------------------------------------------------------
 
@@ -122,7 +138,11 @@ class CircuitBreaker(_core.BreakerCore):
         half-open probe slot and counts as neither success nor failure; the fallback and the
         failure policy apply as in ``call``."""
         try:
-            permit = self.acquire()
+            if self._admission_is_remote():
+                # A probe admission of a breaker in Redis waits on the network: off the loop.
+                permit = await asyncio.to_thread(self.acquire)
+            else:
+                permit = self.acquire()
         except CircuitBreakerOpenError as error:
             fallback = self._rejection_fallback()
             if fallback is None:
@@ -197,6 +217,7 @@ def _signature() -> inspect.Signature:
         inspect.Parameter("fallback_on_failure", K, default=False),
         inspect.Parameter("probe_timeout_seconds", K, default=defaults["probe_timeout_seconds"]),
         inspect.Parameter("shared_memory", K, default=None),
+        inspect.Parameter("redis", K, default=None),
     ]
     return inspect.Signature(params)
 

@@ -59,6 +59,7 @@ class BreakerCore:
         fallback_on_failure: bool = False,
         probe_timeout_seconds: Union[int, float] = 60,
         shared_memory: Union[bool, SharedMemory, str, os.PathLike[str], None] = None,
+        redis: Union[bool, RedisStore, str, None] = None,
     ) -> None: ...
     def call(self, func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Runs ``func(*args, **kwargs)`` through the breaker and returns its value.
@@ -106,6 +107,12 @@ class BreakerCore:
         """The region the breaker's state lives in (shared by every process of the host), or
         None (this process only)."""
     @property
+    def redis(self) -> Optional[RedisStore]:
+        """The Redis store the breaker's state lives in (shared by every host of the fleet),
+        or None."""
+    def _record_is_remote(self, failed: bool) -> bool: ...
+    def _admission_is_remote(self) -> bool: ...
+    @property
     def fallback(self) -> Optional[Callable[..., Any]]: ...
     @property
     def fallback_on_failure(self) -> bool: ...
@@ -133,6 +140,37 @@ class SharedMemory:
     @property
     def capacity(self) -> int: ...
     def names(self) -> List[str]: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+class RedisStore:
+    """A Redis server through which breakers are shared by every host of a fleet. Each host
+    keeps a local copy of every breaker's state (read by the hot path) and writes changes with
+    a compare-and-set script; an unreachable Redis is ridden out on the local copy."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: Optional[str] = None,
+        ttl_seconds: Union[int, float, None] = None,
+        timeout_seconds: Union[int, float, None] = None,
+        refresh_seconds: Union[int, float, None] = None,
+    ) -> None: ...
+    @staticmethod
+    def from_environment() -> Optional[RedisStore]:
+        """The store ``CIRCUIT_BREAKER_REDIS_URL`` names, or None."""
+    @property
+    def url(self) -> str:
+        """The URL, any password replaced by ``***``."""
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def connected(self) -> bool:
+        """Whether Redis answered the last operation."""
+    @property
+    def outages(self) -> int:
+        """Outages this process has ridden out on this store."""
     def __eq__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
 

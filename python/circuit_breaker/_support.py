@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, TypeVar
 
@@ -39,15 +40,23 @@ async def record_when_done(
     permit: Permit, awaitable: Awaitable[T], args: Tuple[Any, ...], kwargs: Optional[Dict[str, Any]]
 ) -> Any:
     """Awaits the coroutine an ``async def`` call returned and records its outcome on
-    ``permit`` by the breaker's policy, falling back if the breaker says so."""
+    ``permit`` by the breaker's policy, falling back if the breaker says so. A breaker in Redis
+    records an outcome that writes there on a worker thread, never blocking the event loop."""
     try:
         result = await awaitable
     except BaseException as error:
-        fallback = permit._finish_exception(error)
+        if permit.breaker._record_is_remote(True):
+            # Recording it writes to Redis: off the event loop.
+            fallback = await asyncio.to_thread(permit._finish_exception, error)
+        else:
+            fallback = permit._finish_exception(error)
         if fallback is not None:
             return await maybe_await(call_fallback(fallback, error, args, kwargs or {}))
         raise
-    fallback = permit._finish_result(result)
+    if permit.breaker._record_is_remote(False):
+        fallback = await asyncio.to_thread(permit._finish_result, result)
+    else:
+        fallback = permit._finish_result(result)
     if fallback is not None:
         return await maybe_await(call_fallback(fallback, None, args, kwargs or {}))
     return result

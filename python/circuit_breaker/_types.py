@@ -18,6 +18,7 @@ __all__ = [
     "CircuitBreakerError",
     "CircuitBreakerOpenError",
     "SharedMemoryError",
+    "RedisStoreError",
 ]
 
 
@@ -41,6 +42,13 @@ class SharedMemoryError(CircuitBreakerError, OSError):
     owned by another user or writable by every user (refused and left alone), every slot holds a
     breaker already, or the operating system refused to open or map it. The message names the
     file and says what to do."""
+
+
+class RedisStoreError(CircuitBreakerError, ConnectionError):
+    """Redis refused the breakers' store: a wrong password, or a user whose ACL lacks a command
+    the store needs (GET, SET, MGET, EVALSHA, EVAL, SCRIPT, PUBLISH, PSUBSCRIBE on the key
+    prefix). Raised once, when the store is opened or a breaker attached; an unreachable or
+    failing Redis never raises (breakers then work on this host's own state)."""
 
 
 class CircuitBreakerOpenError(CircuitBreakerError):
@@ -119,7 +127,8 @@ class CircuitBreakerOpenError(CircuitBreakerError):
 
 StateName = Literal["CLOSED", "OPEN", "HALF_OPEN"]
 Mode = Literal["normal", "forced_open", "disabled"]
-Scope = Literal["process", "host"]
+Scope = Literal["process", "host", "fleet"]
+CountsScope = Literal["process", "host"]
 
 
 class BreakerStatus(TypedDict):
@@ -144,7 +153,12 @@ class BreakerStatus(TypedDict):
     total_rejections: int
     mode: Mode
     scope: Scope
-    """What the counts cover: this process, or the host (a breaker in shared memory)."""
+    """Who shares the state: this process, the host (shared memory) or the fleet (Redis)."""
+    counts_scope: CountsScope
+    """What the counts cover: the host for a breaker in shared memory, else this process (a
+    breaker in Redis shares its state fleet-wide but counts this process's calls)."""
+    degraded: bool
+    """True while a breaker in Redis cannot reach it (its state is then this process's own)."""
 
 
 class BreakerMetrics(TypedDict):
@@ -162,3 +176,6 @@ class BreakerMetrics(TypedDict):
     total_ignored: int
     mode: Mode
     scope: Scope
+    """Who shares the state: this process, the host (shared memory) or the fleet (Redis)."""
+    counts_scope: CountsScope
+    """What the counts cover (see ``BreakerStatus.counts_scope``)."""

@@ -12,7 +12,7 @@ lock-free counters when Prometheus scrapes.
 | ``circuit_breaker_calls_total`` | counter | ``name``, ``result`` | ``success``, ``failure``, ``rejected``, ``ignored`` |
 | ``circuit_breaker_opened_total`` | counter | ``name`` | transitions into OPEN |
 | ``circuit_breaker_failure_count`` | gauge | ``name`` | consecutive failures now |
-| ``circuit_breaker_info`` | gauge | ``name``, ``scope`` | always 1; ``scope`` is ``process``, or ``host`` for a breaker in shared memory |
+| ``circuit_breaker_info`` | gauge | ``name``, ``scope``, ``counts_scope`` | always 1; ``scope`` is who shares the state (``process``, ``host`` for shared memory, ``fleet`` for Redis), ``counts_scope`` what the counts cover (``host`` in shared memory, else ``process``) |
 
 A breaker in shared memory reports host-wide counts, the same from whichever worker process
 serves the scrape: scrape one endpoint per host (or aggregate with ``max``, not ``sum``, across
@@ -53,8 +53,9 @@ class CircuitBreakerCollector(Collector):
         )
         info = GaugeMetricFamily(
             "circuit_breaker_info",
-            "Always 1; scope is what the counts cover: process, or host for a breaker in shared memory.",
-            labels=["name", "scope"],
+            "Always 1; scope is who shares the state (process, host for shared memory, fleet for Redis); "
+            "counts_scope is what the counts cover (host in shared memory, else process).",
+            labels=["name", "scope", "counts_scope"],
         )
         for name, breaker in sorted(self._registry.get_all().items()):
             m = breaker.get_metrics()
@@ -65,7 +66,7 @@ class CircuitBreakerCollector(Collector):
             calls.add_metric([name, "ignored"], m["total_ignored"])
             opened.add_metric([name], m["circuit_opened_count"])
             failures.add_metric([name], m["current_failure_count"])
-            info.add_metric([name, m["scope"]], 1)
+            info.add_metric([name, m["scope"], m["counts_scope"]], 1)
         return [state, calls, opened, failures, info]
 
 

@@ -20,7 +20,8 @@ use crate::policy::Policy;
 use crate::refs::refs;
 use crate::state::{state_member, state_name};
 use crate::vectorcall::CallArgs;
-use crate::{shared, status, store};
+use crate::store::PyClock;
+use crate::{fleet, shared, status, store};
 
 /// The constructor's defaults, from the core's: `circuit_breaker.CircuitBreaker` builds its
 /// signature from them, so `help()` and `inspect.signature` show the values that apply.
@@ -48,6 +49,8 @@ pub(crate) struct CircuitBreaker {
     pub(crate) inner: store::Inner,
     /// The shared-memory region its word and counters live in, if any.
     pub(crate) region: Option<cb_core::SharedRegion>,
+    /// The Redis its word lives in, if any (its counters are then this process's own).
+    pub(crate) fleet: Option<cb_core::RedisFleet>,
     pub(crate) created: SystemTime,
 }
 
@@ -58,15 +61,25 @@ impl CircuitBreaker {
     /// [`vectorcall`], which hands over the arguments unpacked.
     #[inline(always)]
     pub(crate) fn call<'py>(slf: &Bound<'py, Self>, func: &Bound<'py, PyAny>, rest: &CallArgs<'_, 'py>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
         let this = slf.get();
         if !func.is_callable() {
             return Err(not_callable(func));
+        }
+        if this.inner.store().admission_is_remote(&this.inner) {
+            return Self::call_with_remote_admission(slf, func, rest);
         }
         let ticket = match this.inner.admit() {
             Ok(permit) => permit.into_ticket(),
             Err(rejected) => return Self::rejected_call(slf, rejected, func, rest),
         };
+        Self::run_admitted(slf, ticket, func, rest)
+    }
+
+    /// `call` after admission: runs `func` and records its outcome.
+    #[inline(always)]
+    fn run_admitted<'py>(slf: &Bound<'py, Self>, ticket: Ticket, func: &Bound<'py, PyAny>, rest: &CallArgs<'_, 'py>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
         // From here the ticket is recorded exactly once (nothing below panics: PyO3 turns
         // Python errors into values).
         match rest.call(func) {
@@ -77,12 +90,72 @@ impl CircuitBreaker {
                     return Self::started_coroutine(slf, ticket, value, rest);
                 }
                 if this.policy.failure_predicate.is_none() {
-                    this.inner.record(ticket, Outcome::Success);
+                    this.record(py, ticket, Outcome::Success);
                     return Ok(value.unbind());
                 }
                 this.returned_with_policy(py, ticket, value, rest)
             }
             Err(err) => this.raised(py, ticket, err, rest),
+        }
+    }
+
+    /// `call` on a breaker in Redis that may admit a probe, which writes to Redis. An `async
+    /// def` function is handed to `call_async`, which admits on a worker thread (the caller is
+    /// an event loop: it must not wait on the network); anything else is admitted without
+    /// holding the GIL.
+    #[cold]
+    #[inline(never)]
+    fn call_with_remote_admission<'py>(slf: &Bound<'py, Self>, func: &Bound<'py, PyAny>, rest: &CallArgs<'_, 'py>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if refs(py)?.iscoroutinefunction.bind(py).call1((func,))?.is_truthy()? {
+            let (args, kwargs) = rest.packed()?;
+            let args = pyo3::types::PyTuple::new(py, std::iter::once(func.clone()).chain(args.iter()).collect::<Vec<_>>())?;
+            return Ok(slf.call_method(pyo3::intern!(py, "call_async"), args, kwargs.as_ref())?.unbind());
+        }
+        match slf.get().admit(py) {
+            Ok(ticket) => Self::run_admitted(slf, ticket, func, rest),
+            Err(rejected) => Self::rejected_call(slf, rejected, func, rest),
+        }
+    }
+
+    /// Admits one call. Only a breaker in Redis that may admit a probe writes to Redis here;
+    /// it lets other Python threads run while it waits on the network.
+    #[inline(always)]
+    pub(crate) fn admit(&self, py: Python<'_>) -> Result<Ticket, cb_core::Rejected> {
+        if self.inner.store().admission_is_remote(&self.inner) {
+            return self.admit_detached(py);
+        }
+        self.inner.admit().map(cb_core::Permit::into_ticket)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn admit_detached(&self, py: Python<'_>) -> Result<Ticket, cb_core::Rejected> {
+        py.detach(|| self.inner.admit().map(cb_core::Permit::into_ticket))
+    }
+
+    /// Records a call's outcome; as `admit`, without holding the GIL if it writes to Redis.
+    #[inline(always)]
+    pub(crate) fn record(&self, py: Python<'_>, ticket: Ticket, outcome: Outcome) -> Option<cb_core::Transition> {
+        if self.inner.store().record_is_remote(outcome) {
+            return self.record_detached(py, ticket, outcome);
+        }
+        self.inner.record(ticket, outcome)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_detached(&self, py: Python<'_>, ticket: Ticket, outcome: Outcome) -> Option<cb_core::Transition> {
+        py.detach(|| self.inner.record(ticket, outcome))
+    }
+
+    /// Runs a manual control (`reset`, `force_open`, `disable`), without holding the GIL when
+    /// it writes to Redis.
+    fn control(&self, py: Python<'_>, op: impl FnOnce(&store::Inner) + Send) {
+        if self.inner.store().redis().is_some() {
+            py.detach(|| op(&self.inner));
+        } else {
+            op(&self.inner);
         }
     }
 
@@ -163,7 +236,7 @@ impl CircuitBreaker {
         rest: &CallArgs<'_, '_>,
     ) -> PyResult<Py<PyAny>> {
         let outcome = self.policy.outcome_of_value(py, self.name.bind(py), &value);
-        self.finish(ticket, outcome, None);
+        self.finish(py, ticket, outcome, None);
         match self.policy.fallback_after(outcome) {
             Some(fallback) => self.call_fallback(py, fallback, py.None().bind(py), rest),
             None => Ok(value.unbind()),
@@ -184,7 +257,7 @@ impl CircuitBreaker {
     ) -> PyResult<Py<PyAny>> {
         let error = err.value(py);
         let outcome = self.policy.outcome_of_error(py, self.name.bind(py), error);
-        self.finish(ticket, outcome, Some(error));
+        self.finish(py, ticket, outcome, Some(error));
         match self.policy.fallback_after(outcome) {
             Some(fallback) => self.call_fallback(py, fallback, error, rest),
             None => Err(err),
@@ -214,8 +287,8 @@ impl CircuitBreaker {
 
     /// Records `outcome` for a finished call and remembers a failure that opened the breaker.
     #[inline]
-    pub(crate) fn finish(&self, ticket: Ticket, outcome: Outcome, error: Option<&Bound<'_, PyAny>>) {
-        let transition = self.inner.record(ticket, outcome);
+    pub(crate) fn finish(&self, py: Python<'_>, ticket: Ticket, outcome: Outcome, error: Option<&Bound<'_, PyAny>>) {
+        let transition = self.record(py, ticket, outcome);
         // Only the outcome whose CAS opened the breaker is "the failure that opened it"; a stale
         // failure reported while it is already open changes nothing. A failure_predicate
         // failure has no exception: it opens with last_failure None.
@@ -238,7 +311,7 @@ impl CircuitBreaker {
         success_threshold = Arg::Omitted, half_open_max_calls = Arg::Omitted,
         expected_exceptions = None, exclude = None, failure_predicate = None,
         fallback = None, fallback_on_failure = None,
-        probe_timeout_seconds = Arg::Omitted, shared_memory = None,
+        probe_timeout_seconds = Arg::Omitted, shared_memory = None, redis = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
@@ -255,6 +328,7 @@ impl CircuitBreaker {
         fallback_on_failure: Option<&Bound<'py, PyAny>>,
         probe_timeout_seconds: Arg<'py>,
         shared_memory: Option<&Bound<'py, PyAny>>,
+        redis: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Self> {
         let none = py.None().into_bound(py);
         let false_ = PyBool::new(py, false).to_owned().into_any();
@@ -305,16 +379,42 @@ impl CircuitBreaker {
         refs(py)?;
         let label = name.to_string();
         let region = shared::placement(py, shared_memory)?;
-        let (store, counters) = shared::attach(py, region.as_ref(), &label, &config)?;
+        let fleet = fleet::placement(py, redis)?;
+        if let (Some(region), Some(fleet)) = (&region, &fleet) {
+            return Err(PyValueError::new_err(format!(
+                "CircuitBreaker '{label}' would live both in shared memory ({}) and in Redis ({}); \
+                 choose one (Redis already shares it with every process of every host): pass \
+                 shared_memory=False or redis=False, or unset {} or {}",
+                region.path().display(),
+                fleet.options().redacted_url(),
+                shared::ENV_REGION,
+                fleet::ENV_URL,
+            )));
+        }
+        let (store, counters, clock) = match &fleet {
+            // Hosts share no monotonic clock: a word in Redis holds wall-clock milliseconds.
+            Some(fleet) => {
+                let (store, counters) = fleet::attach(py, fleet, &label, &config)?;
+                (store, counters, PyClock::Wall(cb_core::WallClock))
+            }
+            None => {
+                let (store, counters) = shared::attach(py, region.as_ref(), &label, &config)?;
+                (store, counters, PyClock::Monotonic(cb_core::DefaultClock::default()))
+            }
+        };
         let listeners = Arc::new(Listeners::new());
         let hook = Arc::clone(&listeners);
         // The status reports the last failure's time: stamp every failure.
-        let mut inner = cb_core::CircuitBreaker::with_store(config, cb_core::DefaultClock::default(), counters.with_times(), store)
+        let mut inner = cb_core::CircuitBreaker::with_store(config, clock, counters.with_times(), store)
             .map_err(|e| config_error(e, &given))?
             .on_transition(move |t| on_transition(&label, &hook, t));
         if let Some(region) = &region {
             // Every process converts the shared ticks to wall-clock time alike.
             inner = inner.with_wall_anchor(region.wall_anchor());
+        }
+        if fleet.is_some() {
+            // The ticks are wall-clock milliseconds already.
+            inner = inner.with_wall_anchor(cb_core::WallAnchor::new(0, 0));
         }
         Ok(CircuitBreaker {
             listeners,
@@ -324,6 +424,7 @@ impl CircuitBreaker {
             recovery_timeout_seconds: recovery_obj,
             inner,
             region,
+            fleet,
             created: SystemTime::now(),
         })
     }
@@ -362,20 +463,20 @@ impl CircuitBreaker {
     /// (streaming, callbacks). Raises `CircuitBreakerOpenError` when rejected.
     fn acquire(slf: &Bound<'_, Self>) -> PyResult<Permit> {
         let this = slf.get();
-        let permit = this.inner.admit().map_err(|rejected| Self::rejection(slf, rejected))?;
-        Ok(Permit::new(slf.clone().unbind(), permit.into_ticket()))
+        let ticket = this.admit(slf.py()).map_err(|rejected| Self::rejection(slf, rejected))?;
+        Ok(Permit::new(slf.clone().unbind(), ticket))
     }
 
     /// OPEN until `reset()`, whatever the timeout (reads as OPEN; `mode` is `'forced_open'`).
-    fn force_open(&self) {
+    fn force_open(&self, py: Python<'_>) {
         self.set_last_failure(None);
-        self.inner.force_open();
+        self.control(py, |inner| inner.force_open());
     }
 
     /// Admits every call and never trips until `reset()` (reads as CLOSED; `mode` is
     /// `'disabled'`).
-    fn disable(&self) {
-        self.inner.disable();
+    fn disable(&self, py: Python<'_>) {
+        self.control(py, |inner| inner.disable());
     }
 
     /// Calls `listener(breaker, old_state, new_state, reason)` after every transition, on the
@@ -412,10 +513,10 @@ impl CircuitBreaker {
     }
 
     /// Back to CLOSED with the failure and success counts cleared.
-    fn reset(&self) {
+    fn reset(&self, py: Python<'_>) {
         self.inner.metrics().mark_reset();
         self.set_last_failure(None);
-        self.inner.reset();
+        self.control(py, |inner| inner.reset());
     }
 
     /// Breakers are live state shared by the calls that use them; they are not copied into
@@ -469,6 +570,23 @@ impl CircuitBreaker {
     #[getter]
     fn shared_memory(&self) -> Option<shared::SharedMemory> {
         self.region.clone().map(shared::SharedMemory::new_for)
+    }
+
+    /// The Redis store its state lives in (fleet-wide), or None.
+    #[getter]
+    fn redis(&self) -> Option<fleet::RedisStore> {
+        self.fleet.clone().map(|fleet| fleet::RedisStore { fleet })
+    }
+
+    /// Whether finishing a call with this outcome (`failed`: a failure, else a success) may
+    /// wait on Redis; the asyncio paths then finish it on a worker thread, off the event loop.
+    fn _record_is_remote(&self, failed: bool) -> bool {
+        self.inner.store().record_is_remote(if failed { Outcome::Failure } else { Outcome::Success })
+    }
+
+    /// Whether admitting a call now may wait on Redis (a probe admission of a fleet breaker).
+    fn _admission_is_remote(&self) -> bool {
+        self.inner.store().admission_is_remote(&self.inner)
     }
 
     /// The fallback called instead of raising (None if none).

@@ -9,6 +9,7 @@
 mod announce;
 mod args;
 mod breaker;
+mod fleet;
 mod iso8601;
 mod permit;
 mod policy;
@@ -30,6 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<permit::Permit>()?;
     m.add_class::<protected::ProtectedFunction>()?;
     m.add_class::<shared::SharedMemory>()?;
+    m.add_class::<fleet::RedisStore>()?;
     m.add_function(wrap_pyfunction!(vectorcall::_bind_call, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULTS", breaker::defaults(m.py())?)?;

@@ -24,11 +24,11 @@ impl Permit {
         Permit { breaker, generation: ticket.generation(), ticket: Mutex::new(Some(ticket)) }
     }
 
-    pub(crate) fn finish(&self, outcome: Outcome, error: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    pub(crate) fn finish(&self, py: Python<'_>, outcome: Outcome, error: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let ticket = self.ticket.lock().unwrap_or_else(|e| e.into_inner()).take();
         match ticket {
             Some(ticket) => {
-                self.breaker.get().finish(ticket, outcome, error);
+                self.breaker.get().finish(py, ticket, outcome, error);
                 Ok(())
             }
             None => Err(PyRuntimeError::new_err("this permit has already reported its outcome")),
@@ -39,18 +39,18 @@ impl Permit {
 #[pymethods]
 impl Permit {
     /// The call succeeded.
-    fn success(&self) -> PyResult<()> {
-        self.finish(Outcome::Success, None)
+    fn success(&self, py: Python<'_>) -> PyResult<()> {
+        self.finish(py, Outcome::Success, None)
     }
 
     /// The call failed.
-    fn failure(&self) -> PyResult<()> {
-        self.finish(Outcome::Failure, None)
+    fn failure(&self, py: Python<'_>) -> PyResult<()> {
+        self.finish(py, Outcome::Failure, None)
     }
 
     /// The call ended in a way that says nothing about the dependency.
-    fn ignore(&self) -> PyResult<()> {
-        self.finish(Outcome::Ignored, None)
+    fn ignore(&self, py: Python<'_>) -> PyResult<()> {
+        self.finish(py, Outcome::Ignored, None)
     }
 
     /// Records the exception an awaited call raised and returns the fallback that replaces it,
@@ -58,7 +58,7 @@ impl Permit {
     fn _finish_exception(&self, py: Python<'_>, error: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
         let b = self.breaker.get();
         let outcome = b.policy.outcome_of_error(py, b.name.bind(py), error);
-        self.finish(outcome, Some(error))?;
+        self.finish(py, outcome, Some(error))?;
         Ok(b.policy.fallback_after(outcome).map(|f| f.clone_ref(py)))
     }
 
@@ -67,7 +67,7 @@ impl Permit {
     fn _finish_result(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
         let b = self.breaker.get();
         let outcome = b.policy.outcome_of_value(py, b.name.bind(py), value);
-        self.finish(outcome, None)?;
+        self.finish(py, outcome, None)?;
         Ok(b.policy.fallback_after(outcome).map(|f| f.clone_ref(py)))
     }
 
@@ -79,7 +79,7 @@ impl Permit {
             None => Outcome::Success,
             Some(e) => self.breaker.get().policy.outcome_of_error(py, self.breaker.get().name.bind(py), e),
         };
-        self.finish(outcome, error)?;
+        self.finish(py, outcome, error)?;
         Ok(outcome == Outcome::Failure)
     }
 
@@ -87,7 +87,7 @@ impl Permit {
     /// `failure_predicate` says so. Returns True if it counted as a failure.
     fn record_result(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<bool> {
         let outcome = self.breaker.get().policy.outcome_of_value(py, self.breaker.get().name.bind(py), value);
-        self.finish(outcome, None)?;
+        self.finish(py, outcome, None)?;
         Ok(outcome == Outcome::Failure)
     }
 
@@ -137,7 +137,8 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let ticket = self.ticket.get_mut().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(ticket) = ticket {
-            self.breaker.get().inner.record(ticket, Outcome::Ignored);
+            // A pyclass is dropped with the GIL held.
+            Python::attach(|py| self.breaker.get().record(py, ticket, Outcome::Ignored));
         }
     }
 }

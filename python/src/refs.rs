@@ -26,6 +26,8 @@ pub(crate) struct Refs {
     pub(crate) maybe_await: Py<PyAny>,
     /// `circuit_breaker.SharedMemoryError`.
     pub(crate) shared_memory_error: Py<PyAny>,
+    /// `circuit_breaker.RedisStoreError`.
+    pub(crate) redis_store_error: Py<PyAny>,
 }
 
 pub(crate) static REFS: PyOnceLock<Refs> = PyOnceLock::new();
@@ -44,6 +46,7 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&'static Refs> {
             record_when_done: py.import("circuit_breaker._support")?.getattr("record_when_done")?.unbind(),
             call_fallback: py.import("circuit_breaker._support")?.getattr("call_fallback")?.unbind(),
             shared_memory_error: types.getattr("SharedMemoryError")?.unbind(),
+            redis_store_error: types.getattr("RedisStoreError")?.unbind(),
             iscoroutinefunction: py.import("inspect")?.getattr("iscoroutinefunction")?.unbind(),
             maybe_await: py.import("circuit_breaker._support")?.getattr("maybe_await")?.unbind(),
         })

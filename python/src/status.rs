@@ -10,7 +10,8 @@ use crate::iso8601::iso8601;
 use crate::state::{mode, state_name};
 
 /// `get_status()`: the documented keys first, then `success_threshold`,
-/// `half_open_max_calls`, `total_failures`, `total_rejections`, `mode`, `scope`.
+/// `half_open_max_calls`, `total_failures`, `total_rejections`, `mode`, `scope`,
+/// `counts_scope`, `degraded`.
 pub(crate) fn status<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     let state = b.state();
     let config = b.inner.config();
@@ -43,6 +44,8 @@ pub(crate) fn status<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Bound
     status.set_item(intern!(py, "total_rejections"), totals.rejections)?;
     status.set_item(intern!(py, "mode"), mode(state))?;
     status.set_item(intern!(py, "scope"), scope(b))?;
+    status.set_item(intern!(py, "counts_scope"), counts_scope(b))?;
+    status.set_item(intern!(py, "degraded"), degraded(b))?;
     Ok(status)
 }
 
@@ -67,16 +70,36 @@ pub(crate) fn metrics<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Boun
     metrics.set_item(intern!(py, "total_ignored"), t.ignored)?;
     metrics.set_item(intern!(py, "mode"), mode(state))?;
     metrics.set_item(intern!(py, "scope"), scope(b))?;
+    metrics.set_item(intern!(py, "counts_scope"), counts_scope(b))?;
     Ok(metrics)
 }
 
-/// What the counts cover: `'process'`, or `'host'` when the breaker lives in shared memory.
+/// Who shares the state: `'process'`, `'host'` (shared memory) or `'fleet'` (Redis).
 pub(crate) fn scope(b: &CircuitBreaker) -> &'static str {
+    if b.fleet.is_some() {
+        "fleet"
+    } else if b.region.is_some() {
+        "host"
+    } else {
+        "process"
+    }
+}
+
+/// What the counts cover: `'host'` in shared memory (the counters live in the slot), else
+/// `'process'` — a breaker in Redis shares its state with the fleet but counts this process's
+/// calls only (a fleet-wide count would cost a round trip per call).
+pub(crate) fn counts_scope(b: &CircuitBreaker) -> &'static str {
     if b.region.is_some() {
         "host"
     } else {
         "process"
     }
+}
+
+/// True while a breaker in Redis cannot reach it: its state is then this process's own until
+/// Redis answers and it resyncs.
+pub(crate) fn degraded(b: &CircuitBreaker) -> bool {
+    b.fleet.as_ref().is_some_and(|f| !f.is_connected())
 }
 
 /// Consecutive failures now; the word keeps no count once open, so OPEN and HALF_OPEN report

@@ -220,6 +220,8 @@ class Model:
             "total_rejections": t["rejected"],
             "mode": self.mode(),
             "scope": "process",
+            "counts_scope": "process",
+            "degraded": False,
         }
 
     def metrics(self) -> dict:
@@ -237,6 +239,7 @@ class Model:
             "total_ignored": t["ignored"],
             "mode": self.mode(),
             "scope": "process",
+            "counts_scope": "process",
         }
 
 

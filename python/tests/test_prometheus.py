@@ -65,16 +65,25 @@ def test_half_open_reads_1() -> None:
     assert scrape(prom)[("circuit_breaker_state", (("name", "prom_half"),))] == 1
 
 
-def test_info_says_whether_counts_are_this_process_or_the_host(tmp_path: object) -> None:
+def test_info_says_who_shares_the_state_and_what_the_counts_cover(tmp_path: object) -> None:
+    import socket
     from pathlib import Path
 
+    from circuit_breaker import RedisStore
+
+    with socket.socket() as s:  # a port nothing listens on: the store starts degraded
+        s.bind(("127.0.0.1", 0))
+        nowhere = s.getsockname()[1]
     breakers = CircuitBreakerRegistry()
     breakers.register("prom_local", CircuitBreaker("prom_local"))
     breakers.register("prom_host", CircuitBreaker("prom_host", shared_memory=str(Path(str(tmp_path)) / "region")))
+    breakers.register("prom_fleet", CircuitBreaker("prom_fleet", redis=RedisStore(f"redis://127.0.0.1:{nowhere}/0")))
     prom = CollectorRegistry()
     register_metrics(breakers, prom)
     samples = scrape(prom)
-    assert samples[("circuit_breaker_info", (("name", "prom_local"), ("scope", "process")))] == 1
-    assert samples[("circuit_breaker_info", (("name", "prom_host"), ("scope", "host")))] == 1
-    breakers.unregister("prom_local")
-    breakers.unregister("prom_host")
+    labels = lambda name, scope, counts: (("counts_scope", counts), ("name", name), ("scope", scope))  # noqa: E731
+    assert samples[("circuit_breaker_info", labels("prom_local", "process", "process"))] == 1
+    assert samples[("circuit_breaker_info", labels("prom_host", "host", "host"))] == 1
+    assert samples[("circuit_breaker_info", labels("prom_fleet", "fleet", "process"))] == 1
+    for name in ("prom_local", "prom_host", "prom_fleet"):
+        breakers.unregister(name)

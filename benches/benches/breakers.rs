@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use cb_core::{
     CachedClock, CircuitBreaker, Clock, CoarseClock, Config, Counters, Metrics, MonotonicClock,
-    NoMetrics, RegionOptions, SharedRegion,
+    NoMetrics, RedisFleet, RedisOptions, RegionOptions, SharedRegion,
 };
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use failsafe::{backoff, failure_policy, CircuitBreaker as _};
@@ -253,6 +253,10 @@ fn shared_memory(c: &mut Criterion) {
         CircuitBreaker::with_store(config, CoarseClock, slot.counters(), slot.word()).unwrap()
     };
     let trip = Config::default().failure_threshold(1).recovery_timeout(LONG);
+    // The Redis store: a redis-server of the bench's own on loopback; these two paths read the
+    // host's mirror and never touch it.
+    let server = benches::RedisServer::start();
+    let fleet = server.as_ref().map(|s| RedisFleet::open(RedisOptions::new(s.url()).prefix(format!("bench{}:", std::process::id()))).unwrap());
 
     let mut g = c.benchmark_group("shared_open_reject");
     let local = cb(trip, CoarseClock, Counters::default());
@@ -261,6 +265,11 @@ fn shared_memory(c: &mut Criterion) {
     let slot = shared("open", trip);
     let _ = slot.call(|| Err::<(), ()>(()));
     g.bench_function("shared", |i| i.iter(|| black_box(slot.call(|| Ok::<u64, ()>(1)).is_err())));
+    if let Some(fleet) = &fleet {
+        let redis = fleet.breaker("open", trip).unwrap();
+        let _ = redis.call(|| Err::<(), ()>(()));
+        g.bench_function("redis", |i| i.iter(|| black_box(redis.call(|| Ok::<u64, ()>(1)).is_err())));
+    }
     g.finish();
 
     let mut g = c.benchmark_group("shared_closed_success_counters");
@@ -269,6 +278,10 @@ fn shared_memory(c: &mut Criterion) {
     g.bench_function("in_process", |i| i.iter(|| local.call(ok)));
     let slot = shared("closed", Config::default());
     g.bench_function("shared", |i| i.iter(|| slot.call(ok)));
+    if let Some(fleet) = &fleet {
+        let redis = fleet.breaker("closed", Config::default()).unwrap();
+        g.bench_function("redis", |i| i.iter(|| redis.call(ok)));
+    }
     g.finish();
 
     let mut g = c.benchmark_group("shared_contended_closed_success_2_threads");

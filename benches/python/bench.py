@@ -3,7 +3,8 @@ pure-Python baseline, in one process, interleaved, medians of many repetitions.
 
     python benches/python/bench.py [--reps 25] [--loops 20000] [--markdown]
 
-Needs: pip install . pybreaker circuitbreaker
+Needs: pip install . pybreaker circuitbreaker redis, and redis-server on the PATH for the
+Redis rows (the benchmark starts its own on a free loopback port).
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ import logging
 import os
 import platform
 import random
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
+import textwrap
 import threading
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,6 +38,46 @@ LONG = 3600
 # The shared-memory store, in a region of its own where regions live by default (/dev/shm).
 SHARED = f"/dev/shm/cb-python-bench-{os.getpid()}" if os.path.isdir("/dev/shm") else None
 OURS, OURS_SHARED = "circuit_breaker (ours)", "circuit_breaker, shared memory"
+OURS_REDIS, PYB_REDIS = "circuit_breaker, Redis", "pybreaker + CircuitRedisStorage"
+# Libraries whose every call is a network round trip are timed on fewer calls per sample.
+SLOW = {PYB_REDIS}
+
+
+def start_redis() -> Optional[Tuple["subprocess.Popen[bytes]", str]]:
+    """A redis-server of the benchmark's own on a free loopback port, or None."""
+    if shutil.which("redis-server") is None:
+        print("(redis-server not found: the Redis rows are left out)", file=sys.stderr)
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", tempfile.mkdtemp(prefix="cb-bench-redis-")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return server, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                return None
+            time.sleep(0.02)
+
+
+REDIS = start_redis()
+REDIS_URL = REDIS[1] if REDIS else None
+
+
+def pybreaker_redis(fail_max: int, name: str) -> "pybreaker.CircuitBreaker":
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL or "")
+    storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client, namespace=f"{name}-{os.getpid()}")
+    return pybreaker.CircuitBreaker(fail_max=fail_max, reset_timeout=LONG, state_storage=storage)
 
 
 def f() -> int:
@@ -54,13 +100,19 @@ def make_closed() -> Dict[str, Callable[[], object]]:
     # is measured the way its users call it.
     cb_f = circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=LONG)(f)
     base = baseline.CircuitBreaker("bench")
-    return {
+    cases: Dict[str, Callable[[], object]] = {
         OURS: lambda: ours.call(f),
         OURS_SHARED: lambda: shared.call(f),
         "pybreaker": lambda: pyb.call(f),
         "circuitbreaker": cb_f,
         "pure-Python baseline": lambda: base.call(f),
     }
+    if REDIS_URL:
+        fleet = circuit_breaker.CircuitBreaker(f"bench-{os.getpid()}", redis=REDIS_URL)
+        pyb_redis = pybreaker_redis(5, "bench-closed")
+        cases[OURS_REDIS] = lambda: fleet.call(f)
+        cases[PYB_REDIS] = lambda: pyb_redis.call(f)
+    return cases
 
 
 def make_open() -> Dict[str, Tuple[Callable[[], object], type]]:
@@ -76,13 +128,25 @@ def make_open() -> Dict[str, Tuple[Callable[[], object], type]]:
         except ValueError:
             pass
     pyb.open()
-    cases = {
+    cases: Dict[str, Tuple[Callable[[], object], type]] = {
         OURS: (lambda: ours.call(f), circuit_breaker.CircuitBreakerOpenError),
         OURS_SHARED: (lambda: shared.call(f), circuit_breaker.CircuitBreakerOpenError),
         "pybreaker": (lambda: pyb.call(f), pybreaker.CircuitBreakerError),
         "circuitbreaker": (cb_f, circuitbreaker.CircuitBreakerError),
         "pure-Python baseline": (lambda: base.call(f), baseline.CircuitBreakerOpenError),
     }
+    if REDIS_URL:
+        fleet = circuit_breaker.CircuitBreaker(
+            f"bench-open-{os.getpid()}", failure_threshold=1, recovery_timeout_seconds=LONG, redis=REDIS_URL
+        )
+        try:
+            fleet.call(failing)
+        except ValueError:
+            pass
+        pyb_redis = pybreaker_redis(1, "bench-open")
+        pyb_redis.open()
+        cases[OURS_REDIS] = (lambda: fleet.call(f), circuit_breaker.CircuitBreakerOpenError)
+        cases[PYB_REDIS] = (lambda: pyb_redis.call(f), pybreaker.CircuitBreakerError)
     for name, (call, error) in cases.items():
         try:
             call()
@@ -148,9 +212,11 @@ def main() -> None:
     floor_raise_call: Callable[[], object] = lambda: raise_floor()  # noqa: E731
     cases.append(("floor/raise+except", lambda: time_reject(floor_raise_call, Floor, args.loops)))
     for name, call in closed.items():
-        cases.append((f"closed/{name}", lambda call=call: time_loop(call, args.loops)))
+        loops = args.loops // 50 if name in SLOW else args.loops
+        cases.append((f"closed/{name}", lambda call=call, loops=loops: time_loop(call, loops)))
     for name, (call, error) in opened.items():
-        cases.append((f"open/{name}", lambda call=call, error=error: time_reject(call, error, args.loops)))
+        loops = args.loops // 50 if name in SLOW else args.loops
+        cases.append((f"open/{name}", lambda call=call, error=error, loops=loops: time_reject(call, error, loops)))
 
     gc.disable()
     for _ in range(args.reps):
@@ -169,6 +235,9 @@ def main() -> None:
         "circuitbreaker": lambda fn: cb_par(fn)(),
         "pure-Python baseline": baseline.CircuitBreaker("par").call,
     }
+    if REDIS_URL:
+        parallel[OURS_REDIS] = circuit_breaker.CircuitBreaker(f"par-{os.getpid()}", redis=REDIS_URL).call
+        parallel[PYB_REDIS] = pybreaker_redis(5, "par").call
     for _ in range(7):
         for name, call in random.sample(list(parallel.items()), len(parallel)):
             walls.setdefault(name, []).append(parallel_wall(call))
@@ -195,6 +264,72 @@ def main() -> None:
     extra_closed = med[f"closed/{OURS_SHARED}"] - med[f"closed/{OURS}"]
     extra_open = med[f"open/{OURS_SHARED}"] - med[f"open/{OURS}"]
     print(f"Shared memory minus in-process, same run: CLOSED call {extra_closed:+.1f} ns, OPEN rejection {extra_open:+.1f} ns.")
+    if REDIS_URL:
+        ratio_closed = (med[f"closed/{OURS_REDIS}"] - floor_call) / ours_closed
+        ratio_open = med[f"open/{OURS_REDIS}"] / ours_open
+        print(f"Redis store / in-process, same run: CLOSED call overhead {ratio_closed:.2f}x, OPEN rejection {ratio_open:.2f}x.")
+        print()
+        dead_dependency()
+
+
+# One "host": a breaker shared through Redis (threshold 3) in front of a dependency that is
+# down, called 50 times a second for 2 s. Prints how many calls reached the dependency.
+HOST = textwrap.dedent(
+    """
+    import logging, os, sys, time
+    logging.disable(logging.CRITICAL)
+    lib, url, go = sys.argv[1], sys.argv[2], sys.argv[3]
+    if lib == "ours":
+        import circuit_breaker
+        b = circuit_breaker.CircuitBreakerRegistry().get_or_create("dead", failure_threshold=3, recovery_timeout_seconds=60)
+        rejected = circuit_breaker.CircuitBreakerOpenError
+    else:
+        import pybreaker, redis
+        storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, redis.Redis.from_url(url), namespace="dead")
+        b = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=60, state_storage=storage)
+        rejected = pybreaker.CircuitBreakerError
+    reached = 0
+    def dead():
+        global reached
+        reached += 1
+        raise ConnectionError("down")
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    for _ in range(100):
+        try:
+            b.call(dead)
+        except (ConnectionError, rejected):
+            pass
+        time.sleep(0.02)
+    print(reached)
+    """
+)
+
+
+def dead_dependency(hosts: int = 4, runs: int = 5) -> None:
+    import redis
+
+    print(f"Calls that reached a dead dependency: {hosts} processes x 50 calls/s for 2 s, threshold 3, "
+          f"one Redis; median (and max) of {runs} runs")
+    print()
+    print("| library | calls reaching the dependency | max |")
+    print("|---|---:|---:|")
+    for lib, label in (("ours", f"{OURS_REDIS} (CIRCUIT_BREAKER_REDIS_URL only)"), ("pybreaker", PYB_REDIS)):
+        totals = []
+        for _ in range(runs):
+            redis.Redis.from_url(REDIS_URL or "").flushall()
+            go = tempfile.mktemp(prefix="cb-bench-go-")
+            env = {**os.environ, "CIRCUIT_BREAKER_REDIS_URL": REDIS_URL or ""}
+            children = [
+                subprocess.Popen([sys.executable, "-c", HOST, lib, REDIS_URL or "", go], env=env, stdout=subprocess.PIPE, text=True)
+                for _ in range(hosts)
+            ]
+            time.sleep(1.0)
+            open(go, "w").close()
+            totals.append(sum(int(c.communicate()[0].strip()) for c in children))
+            os.unlink(go)
+        print(f"| {label} | {statistics.median(totals):.0f} | {max(totals)} |")
+    print(f"| one breaker (the floor) | 3 | 3 |")
 
 
 if __name__ == "__main__":
@@ -203,3 +338,5 @@ if __name__ == "__main__":
     finally:
         if SHARED and os.path.exists(SHARED):
             os.unlink(SHARED)
+        if REDIS:
+            REDIS[0].kill()

@@ -68,9 +68,9 @@ pub use store::{LocalWord, Store};
 pub use word::{Admission, Command, Limits, Outcome, Snapshot, Step, Ticket, CLOCK_SKEW_TICKS};
 
 /// The README's Rust examples, compiled and run as doctests so they cannot rot (with the
-/// shared-memory feature, which one of them uses; `make test-rust` turns it on).
+/// shared-memory and redis features, which two of them use; `make test-rust` turns them on).
 #[doc = include_str!("../../README.md")]
-#[cfg(all(doctest, unix, feature = "shared-memory"))]
+#[cfg(all(doctest, unix, feature = "shared-memory", feature = "redis"))]
 pub struct ReadmeDoctests;
 
 /// A breaker's state.

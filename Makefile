@@ -22,15 +22,17 @@ test-python:
 	$(PYTHON) -m pip install --quiet --force-reinstall --no-deps .
 	$(PYTHON) -m pytest
 
-# Regenerates every figure in BENCHMARKS.md (about 5 minutes on 2 cores): criterion for Rust,
-# instruction counts under callgrind, and the interleaved Python benchmark.
+# Regenerates every figure in BENCHMARKS.md (about 7 minutes on 2 cores): criterion for Rust,
+# the Redis store's propagation and commands per call (redis-server on the PATH), instruction
+# counts under callgrind, and the interleaved Python benchmark.
 bench:
 	$(PYTHON) -m pip install --quiet --force-reinstall --no-deps .
-	$(PYTHON) -m pip install --quiet pybreaker circuitbreaker
+	$(PYTHON) -m pip install --quiet pybreaker circuitbreaker redis
 	cargo bench -p benches --bench breakers
 	cargo build --release -p benches --example icount
 	@mkdir -p target/bench
 	$(PYTHON) benches/report.py > target/bench/rust.md
+	cargo run -q --release -p benches --example redis_fleet > target/bench/redis.md
 	for case in baseline clock closed/none closed/counters open/none open/counters \
 			failure/none failure/counters failure/with_times cycle/none cycle/counters; do \
 		printf '%s ' $$case; valgrind --tool=callgrind --callgrind-out-file=/dev/null \
@@ -38,4 +40,4 @@ bench:
 	done > target/bench/icount.txt
 	$(PYTHON) benches/python/bench.py > target/bench/python.md
 	$(PYTHON) benches/python/icount.py report > target/bench/python-icount.md
-	@cat target/bench/rust.md target/bench/icount.txt target/bench/python.md target/bench/python-icount.md
+	@cat target/bench/rust.md target/bench/redis.md target/bench/icount.txt target/bench/python.md target/bench/python-icount.md

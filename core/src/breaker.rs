@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::loom::Ordering;
 use crate::word::{Admission, Command, Limits, Outcome, Quick, Snapshot, Step, Ticket};
+use crate::window::{Window, WindowTotals};
 use crate::{Clock, Config, ConfigError, Counters, DefaultClock, LocalWord, Metrics, State, Store, Transition, WallAnchor};
 
 type Listener = Box<dyn Fn(&Transition) + Send + Sync>;
@@ -98,6 +99,8 @@ pub struct CircuitBreaker<C: Clock = DefaultClock, M: Metrics = Counters, S: Sto
     announcer: Option<Announcer>,
     name: Option<&'static str>,
     anchor: WallAnchor,
+    /// The sliding window of the rate policies (only when one is configured).
+    window: Option<Box<Window>>,
 }
 
 /// Why a call was not run.
@@ -260,7 +263,9 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// ```
     pub fn with_store(config: Config, clock: C, metrics: M, store: S) -> Result<Self, ConfigError> {
         let anchor = WallAnchor::now(&clock);
-        Ok(CircuitBreaker { store, limits: config.limits()?, config, clock, metrics, announcer: None, name: None, anchor })
+        let limits = config.limits()?;
+        let window = limits.rates.map(|_| Box::default());
+        Ok(CircuitBreaker { store, limits, config, clock, metrics, announcer: None, name: None, anchor, window })
     }
 
     /// Calls `listener` exactly once for every transition, after it took effect, in the order
@@ -401,16 +406,27 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         // before its timeout rejects after one clock read. Everything else is out of line, with
         // the time already read.
         match self.store.load().admit_quick(|| self.clock.now(), &self.limits) {
-            Quick::Admitted(ticket) => Ok(ticket),
+            Quick::Admitted(ticket) if self.window.is_none() => Ok(ticket),
+            Quick::Admitted(ticket) => Ok(self.timed(ticket)),
             Quick::Rejected { retry_after_ticks } => Err(self.rejected(State::Open, Some(retry_after_ticks))),
             Quick::Undecided { now } => self.admit_slow(now),
         }
+    }
+
+    /// Stamps a CLOSED admission with its start time when a slow-call policy times calls.
+    #[inline(never)]
+    fn timed(&self, mut ticket: Ticket) -> Ticket {
+        if self.limits.rates.is_some_and(|r| r.slow_ticks > 0) {
+            ticket.started = self.clock.now();
+        }
+        ticket
     }
 
     #[inline(never)]
     fn admit_slow(&self, now: u64) -> Result<Ticket, Rejected> {
         let now = LazyNow::known(&self.clock, now);
         match self.update(&now, |s| s.admit(|| now.get(), &self.limits)).0 {
+            Admission::Admitted(ticket) if !ticket.probe && self.window.is_some() => Ok(self.timed(ticket)),
             Admission::Admitted(ticket) => Ok(ticket),
             Admission::Rejected { state, retry_after_ticks } => Err(self.rejected(state, retry_after_ticks)),
         }
@@ -435,6 +451,55 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// ```
     #[inline(always)]
     pub fn record(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
+        if let Some(window) = &self.window {
+            return self.record_windowed(window, ticket, outcome);
+        }
+        self.record_consecutive(ticket, outcome)
+    }
+
+    /// [`CircuitBreaker::record`] with the rate policies: the consecutive count first, then the
+    /// window (a call admitted in CLOSED, in the generation still current), which may trip it.
+    #[inline(never)]
+    fn record_windowed(&self, window: &Window, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
+        let transition = self.record_consecutive(ticket, outcome);
+        let Some(rates) = self.limits.rates else { return transition };
+        if transition.is_some() || ticket.probe || outcome == Outcome::Ignored {
+            return transition;
+        }
+        let current = self.store.load();
+        if current.generation() != ticket.generation || current.stored_state() != State::Closed {
+            return None; // stale, or no longer CLOSED: not this window's call
+        }
+        let now = LazyNow::new(&self.clock);
+        let needs_time = rates.by_time || rates.slow_ticks > 0;
+        let at = if needs_time { now.get() } else { 0 };
+        let slow = rates.slow_ticks > 0 && at.saturating_sub(ticket.started) >= rates.slow_ticks;
+        let reason = window.record(ticket.generation, outcome == Outcome::Failure, slow, at, &rates)?;
+        self.update_from(current, &now, |s| s.trip(ticket, reason, || now.get())).1
+    }
+
+    /// What the window of the rate policies holds now (`None` without a rate policy).
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, SlidingWindow, WindowTotals};
+    /// let config = Config::default().failure_rate_threshold(0.5).minimum_calls(5).sliding_window(SlidingWindow::Calls(10));
+    /// let breaker = CircuitBreaker::new(config).unwrap();
+    /// let _ = breaker.call(|| Err::<(), _>("503"));
+    /// let _ = breaker.call(|| Ok::<_, ()>(()));
+    /// assert_eq!(breaker.window_totals(), Some(WindowTotals { calls: 2, failures: 1, slow: 0 }));
+    /// ```
+    pub fn window_totals(&self) -> Option<WindowTotals> {
+        let (window, rates) = (self.window.as_ref()?, self.limits.rates?);
+        let current = self.store.load();
+        if current.stored_state() != State::Closed {
+            return Some(WindowTotals::default());
+        }
+        let now = if rates.by_time { self.clock.now() } else { 0 };
+        Some(window.totals(current.generation(), now, &rates))
+    }
+
+    #[inline(always)]
+    fn record_consecutive(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
         if outcome == Outcome::Success {
             self.metrics.on_success();
             // A success in CLOSED with nothing pending writes nothing and reads no clock.

@@ -3,6 +3,7 @@
 use core::fmt;
 use std::time::Duration;
 
+use crate::window::{RateLimits, SlidingWindow, MAX_WINDOW_CALLS, MAX_WINDOW_TIME};
 use crate::word::{Limits, CLOCK_SKEW_TICKS, COARSE_SHIFT, MAX_HALF_OPEN_CALLS, MAX_SUCCESS_THRESHOLD, MAX_TICKS};
 
 /// The longest `recovery_timeout` or `probe_timeout`: 2^46 - 1 ms (about 2,229 years), the
@@ -22,6 +23,14 @@ pub const MAX_TIMEOUT: Duration = Duration::from_millis(MAX_TICKS);
 /// | `success_threshold` | 1 | 1 ..= 255 | consecutive probe successes in HALF_OPEN that close it |
 /// | `half_open_max_calls` | 1 | 1 ..= 255 | probes admitted at the same time in HALF_OPEN |
 /// | `probe_timeout` | 60 s | 1 ms ..= [`MAX_TIMEOUT`] | a probe slot held this long without an outcome is presumed lost |
+/// | `failure_rate_threshold` | none | (0, 1] | also trip when this fraction of the calls in the window failed |
+/// | `slow_call_duration` | none | 1 ms ..= [`MAX_TIMEOUT`] | a call this long or longer is slow (even if it succeeds) |
+/// | `slow_call_rate_threshold` | 1.0 with `slow_call_duration` | (0, 1] | also trip when this fraction of the calls in the window were slow |
+/// | `minimum_calls` | 100 | 1 ..= the window's calls | no rate trips the breaker before the window holds this many calls |
+/// | `sliding_window` | the last 100 calls | see [`SlidingWindow`] | the calls the rates are computed over |
+///
+/// The rate policies are off unless `failure_rate_threshold` or `slow_call_duration` is set;
+/// then whichever condition is met first trips the breaker (see [`crate::window`]).
 ///
 /// Time is kept in whole milliseconds: a timeout with a fraction of a millisecond is rounded
 /// up (never early). `probe_timeout` is checked in 1.024 s units (never early, up to about 2 s
@@ -36,7 +45,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_millis(MAX_TICKS);
 /// assert_eq!(err.field(), "failure_threshold");
 /// assert_eq!(err.to_string(), "failure_threshold must be in 1..=4294967295, got 0");
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct Config {
     /// Consecutive failures in CLOSED that open the breaker.
@@ -49,7 +58,36 @@ pub struct Config {
     pub half_open_max_calls: u64,
     /// How long a probe slot may be held without an outcome before it is presumed lost.
     pub probe_timeout: Duration,
+    /// Trip when at least this fraction of the calls in the window failed (`None`: off).
+    pub failure_rate_threshold: Option<f64>,
+    /// A call that takes this long or longer is slow (`None`: no slow-call policy).
+    pub slow_call_duration: Option<Duration>,
+    /// Trip when at least this fraction of the calls in the window were slow (`None` with a
+    /// `slow_call_duration`: 1.0, every call).
+    pub slow_call_rate_threshold: Option<f64>,
+    /// No rate trips the breaker before the window holds this many calls.
+    pub minimum_calls: u64,
+    /// The calls the rates are computed over.
+    pub sliding_window: SlidingWindow,
 }
+
+impl PartialEq for Config {
+    fn eq(&self, other: &Self) -> bool {
+        let bits = |r: Option<f64>| r.map(f64::to_bits);
+        self.failure_threshold == other.failure_threshold
+            && self.recovery_timeout == other.recovery_timeout
+            && self.success_threshold == other.success_threshold
+            && self.half_open_max_calls == other.half_open_max_calls
+            && self.probe_timeout == other.probe_timeout
+            && bits(self.failure_rate_threshold) == bits(other.failure_rate_threshold)
+            && self.slow_call_duration == other.slow_call_duration
+            && bits(self.slow_call_rate_threshold) == bits(other.slow_call_rate_threshold)
+            && self.minimum_calls == other.minimum_calls
+            && self.sliding_window == other.sliding_window
+    }
+}
+
+impl Eq for Config {}
 
 impl Default for Config {
     fn default() -> Self {
@@ -59,6 +97,11 @@ impl Default for Config {
             success_threshold: 1,
             half_open_max_calls: 1,
             probe_timeout: Duration::from_secs(60),
+            failure_rate_threshold: None,
+            slow_call_duration: None,
+            slow_call_rate_threshold: None,
+            minimum_calls: 100,
+            sliding_window: SlidingWindow::Calls(100),
         }
     }
 }
@@ -103,6 +146,52 @@ impl Config {
         self
     }
 
+    /// Sets `failure_rate_threshold`: also trip when this fraction of the window's calls failed.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, SlidingWindow, State};
+    /// let config = Config::default().failure_rate_threshold(0.5).minimum_calls(4).sliding_window(SlidingWindow::Calls(10));
+    /// let breaker = CircuitBreaker::new(config).unwrap();
+    /// for ok in [true, false, true, false] {  // never two failures in a row
+    ///     let _ = breaker.call(|| if ok { Ok(()) } else { Err("503") });
+    /// }
+    /// assert_eq!(breaker.state(), State::Open); // 2 of 4 failed: 50 %
+    /// ```
+    pub fn failure_rate_threshold(mut self, rate: f64) -> Self {
+        self.failure_rate_threshold = Some(rate);
+        self
+    }
+
+    /// Sets `slow_call_duration`: a call this long or longer counts as slow.
+    pub fn slow_call_duration(mut self, d: Duration) -> Self {
+        self.slow_call_duration = Some(d);
+        self
+    }
+
+    /// Sets `slow_call_rate_threshold`: also trip when this fraction of the window's calls were
+    /// slow.
+    pub fn slow_call_rate_threshold(mut self, rate: f64) -> Self {
+        self.slow_call_rate_threshold = Some(rate);
+        self
+    }
+
+    /// Sets `minimum_calls`.
+    pub fn minimum_calls(mut self, n: u64) -> Self {
+        self.minimum_calls = n;
+        self
+    }
+
+    /// Sets `sliding_window`.
+    pub fn sliding_window(mut self, window: SlidingWindow) -> Self {
+        self.sliding_window = window;
+        self
+    }
+
+    /// Whether a rate policy is on (a window is kept).
+    pub fn has_rate_policy(&self) -> bool {
+        self.failure_rate_threshold.is_some() || self.slow_call_duration.is_some()
+    }
+
     /// Validates every field and converts it to the word's units.
     pub fn limits(&self) -> Result<Limits, ConfigError> {
         check("failure_threshold", self.failure_threshold, 1, u64::from(u32::MAX))?;
@@ -111,6 +200,7 @@ impl Config {
         let recovery_ticks = timeout_ticks("recovery_timeout", self.recovery_timeout, 0)?;
         let probe_ticks = timeout_ticks("probe_timeout", self.probe_timeout, 1)?;
         let unit = 1u64 << COARSE_SHIFT;
+        let rates = self.rate_limits()?;
         Ok(Limits {
             failure_threshold: self.failure_threshold,
             success_threshold: self.success_threshold,
@@ -120,7 +210,64 @@ impl Config {
             // +1: the admission stamp is truncated to a unit, so one more unit guarantees the
             // full timeout has passed.
             probe_expiry_units: probe_ticks.div_ceil(unit) + 1,
+            rates,
         })
+    }
+
+    fn rate_limits(&self) -> Result<Option<RateLimits>, ConfigError> {
+        rate("failure_rate_threshold", self.failure_rate_threshold)?;
+        rate("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
+        if self.slow_call_rate_threshold.is_some() && self.slow_call_duration.is_none() {
+            return Err(ConfigError {
+                field: "slow_call_rate_threshold",
+                value: format!("{:?}", self.slow_call_rate_threshold.unwrap_or_default()),
+                allowed: "set together with slow_call_duration".into(),
+                bounds: (0, 0),
+                millis: false,
+            });
+        }
+        let slow_ticks = match self.slow_call_duration {
+            Some(d) => timeout_ticks("slow_call_duration", d, 1)?,
+            None => 0,
+        };
+        let window_calls = match self.sliding_window {
+            SlidingWindow::Calls(n) => {
+                check("window_calls", n, 1, MAX_WINDOW_CALLS)?;
+                n
+            }
+            SlidingWindow::Time(t) => {
+                let ms = timeout_ticks("window_time", t, 1)?;
+                let max = MAX_WINDOW_TIME.as_millis() as u64;
+                if ms > max {
+                    return Err(ConfigError { field: "window_time", value: format!("{t:?}"), allowed: format!("1 ms ..= {max} ms"), bounds: (1, max), millis: true });
+                }
+                u64::MAX
+            }
+        };
+        check("minimum_calls", self.minimum_calls, 1, window_calls.min(u64::from(u32::MAX)))?;
+        if !self.has_rate_policy() {
+            return Ok(None);
+        }
+        Ok(Some(RateLimits::new(
+            self.failure_rate_threshold,
+            self.slow_call_rate_threshold,
+            slow_ticks,
+            self.minimum_calls,
+            self.sliding_window,
+        )))
+    }
+}
+
+fn rate(field: &'static str, value: Option<f64>) -> Result<(), ConfigError> {
+    match value {
+        Some(r) if !(r.is_finite() && r > 0.0 && r <= 1.0) => Err(ConfigError {
+            field,
+            value: format!("{r:?}"),
+            allowed: "(0, 1]".into(),
+            bounds: (0, 1),
+            millis: false,
+        }),
+        _ => Ok(()),
     }
 }
 

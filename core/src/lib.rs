@@ -52,6 +52,7 @@ mod metrics;
 #[cfg(all(unix, feature = "shared-memory"))]
 pub mod shared;
 mod store;
+pub mod window;
 pub mod word;
 
 use core::fmt;
@@ -65,6 +66,7 @@ pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, Shared
 #[cfg(feature = "redis")]
 pub use fleet::{FleetEvent, RedisBreaker, RedisError, RedisFleet, RedisOptions, RedisSlot, RedisWord};
 pub use store::{LocalWord, Store};
+pub use window::{SlidingWindow, Window, WindowTotals, MAX_BUCKET_CALLS, MAX_WINDOW_CALLS, MAX_WINDOW_TIME, WINDOW_BUCKETS};
 pub use word::{Admission, Command, Limits, Outcome, Snapshot, Step, Ticket, CLOCK_SKEW_TICKS};
 
 /// The README's Rust examples, compiled and run as doctests so they cannot rot (with the
@@ -144,6 +146,20 @@ pub enum Reason {
     ForcedOpen,
     /// Anything → DISABLED by `disable`.
     Disabled,
+    /// CLOSED → OPEN: the failure rate in the window reached `failure_rate_threshold`.
+    FailureRate {
+        /// Failures in the window.
+        failures: u64,
+        /// Calls in the window.
+        calls: u64,
+    },
+    /// CLOSED → OPEN: the slow-call rate in the window reached `slow_call_rate_threshold`.
+    SlowCallRate {
+        /// Slow calls in the window.
+        slow: u64,
+        /// Calls in the window.
+        calls: u64,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -156,7 +172,21 @@ impl fmt::Display for Reason {
             Reason::Reset => f.write_str("manual reset"),
             Reason::ForcedOpen => f.write_str("forced open"),
             Reason::Disabled => f.write_str("disabled"),
+            Reason::FailureRate { failures, calls } => {
+                write!(f, "failure rate {:.0}% ({failures} of the last {calls} calls)", percent(*failures, *calls))
+            }
+            Reason::SlowCallRate { slow, calls } => {
+                write!(f, "slow-call rate {:.0}% ({slow} of the last {calls} calls)", percent(*slow, *calls))
+            }
         }
+    }
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
     }
 }
 

@@ -128,6 +128,8 @@ pub struct Limits {
     /// A probe slot held this many coarse units (rounded up, plus one for the truncation of the
     /// stamp) is presumed lost.
     pub(crate) probe_expiry_units: u64,
+    /// The failure-rate and slow-call policies, if any.
+    pub(crate) rates: Option<crate::window::RateLimits>,
 }
 
 /// What a transition function decided.
@@ -214,6 +216,9 @@ pub(crate) enum Quick {
 pub struct Ticket {
     pub(crate) generation: u64,
     pub(crate) probe: bool,
+    /// When the call was admitted, in ticks, if the breaker times its calls (a slow-call
+    /// policy); else 0.
+    pub(crate) started: u64,
 }
 
 impl Ticket {
@@ -533,7 +538,7 @@ impl Snapshot {
     pub(crate) fn admit_quick(self, now: impl FnOnce() -> u64, limits: &Limits) -> Quick {
         let tag = self.tag();
         if tag == TAG_CLOSED || tag == TAG_DISABLED {
-            return Quick::Admitted(Ticket { generation: self.generation(), probe: false });
+            return Quick::Admitted(Ticket { generation: self.generation(), probe: false, started: 0 });
         }
         let now = now();
         match self.ticks_until_half_open(now, limits) {
@@ -596,7 +601,7 @@ impl Snapshot {
     #[inline(never)]
     fn admit_slow(self, now: u64, limits: &Limits) -> Step<Admission> {
         let generation = self.generation();
-        let admitted = |generation, probe| Admission::Admitted(Ticket { generation, probe });
+        let admitted = |generation, probe| Admission::Admitted(Ticket { generation, probe, started: 0 });
         match self.stored_state() {
             State::Closed | State::Disabled => Step::stay(admitted(generation, false)),
             State::ForcedOpen => {
@@ -689,6 +694,28 @@ impl Snapshot {
             }
         }
         self.record_slow(ticket, outcome, now, limits)
+    }
+
+    /// CLOSED → OPEN for a trip policy other than the consecutive count (a rate over the
+    /// window): only from the CLOSED generation `ticket` was admitted in, so of many threads
+    /// deciding to trip on the same window exactly one writes the transition.
+    ///
+    /// ```
+    /// use cb_core::{Config, Reason, Snapshot, State};
+    /// let limits = Config::default().limits().unwrap();
+    /// let ticket = Snapshot::default().admit(|| 0, &limits).result.ticket().unwrap();
+    /// let reason = Reason::FailureRate { failures: 6, calls: 10 };
+    /// let step = Snapshot::default().trip(ticket, reason, || 7);
+    /// assert_eq!(step.transition.unwrap().to, State::Open);
+    /// let opened = step.next.unwrap();
+    /// assert!(opened.trip(ticket, reason, || 8).next.is_none()); // already tripped
+    /// ```
+    pub fn trip(self, ticket: Ticket, reason: Reason, now: impl FnOnce() -> u64) -> Step {
+        if ticket.probe || self.generation() != ticket.generation || self.stored_state() != State::Closed {
+            return Step::stay(());
+        }
+        let transition = Transition { from: State::Closed, to: State::Open, reason };
+        Step::transition(Snapshot::open(self.next_generation(), now()), (), transition)
     }
 
     #[inline(never)]

@@ -277,3 +277,41 @@ fn a_listener_that_resets_the_breaker_is_told_its_own_transition_after_returning
         *me.lock().unwrap() = None;
     });
 }
+
+/// The failure-rate window: two threads record failures at a time slice that maps onto a
+/// bucket still holding an older slice, so one of them rotates it while the other counts into
+/// it. Whatever the interleaving: the old slice's call is gone, both failures are counted (no
+/// lost or double count in the decision), and exactly one trip is made, by the thread whose
+/// failure completed the window.
+#[test]
+fn rate_window_rotation_and_trip_under_concurrent_records() {
+    loom::model(|| {
+        // 16 ms window: 16 buckets of 1 ms; minimum 2 calls; every call must fail to trip.
+        let config = cb_core::Config::default()
+            .failure_threshold(100)
+            .failure_rate_threshold(1.0)
+            .minimum_calls(2)
+            .sliding_window(cb_core::SlidingWindow::Time(Duration::from_millis(16)));
+        let s = setup(config);
+        s.breaker.admit().unwrap().success(); // slice t, bucket t % 16
+        let tickets = [s.breaker.admit_ticket().unwrap(), s.breaker.admit_ticket().unwrap()];
+        s.clock.advance(Duration::from_millis(16)); // same bucket, next slice: the success leaves
+        let reasons = Arc::new(Mutex::new(Vec::new()));
+        let threads: Vec<_> = tickets
+            .into_iter()
+            .map(|ticket| {
+                let (b, reasons) = (Arc::clone(&s.breaker), Arc::clone(&reasons));
+                thread::spawn(move || {
+                    if let Some(t) = b.record(ticket, Outcome::Failure) {
+                        reasons.lock().unwrap().push(t.reason);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(count(&s.events, State::Closed, State::Open), 1);
+        assert_eq!(*reasons.lock().unwrap(), [cb_core::Reason::FailureRate { failures: 2, calls: 2 }]);
+    });
+}

@@ -1,0 +1,358 @@
+//! Failure-rate and slow-call trip policies: a sliding window of recent calls kept beside the
+//! word.
+//!
+//! The word's transitions stay the same pure functions; the window only decides *when*
+//! CLOSED → OPEN happens besides the consecutive-failure count (whichever condition is met
+//! first trips), and the trip itself is one compare-and-set on the word
+//! ([`crate::Snapshot::trip`]), so exactly one thread makes it.
+//!
+//! # Layout
+//!
+//! A [`Window`] is plain atomics, no pointers: a call counter and [`WINDOW_BUCKETS`] buckets of
+//! one `u64` each (264 bytes per breaker, whatever the window's size). A bucket packs
+//!
+//! | bits | field |
+//! |---|---|
+//! | 63..56 | the breaker generation it belongs to (low 8 bits) |
+//! | 55..40 | its epoch (low 16 bits): a time slice, or a run of consecutive calls |
+//! | 39..26 | calls (at most 16,383 per bucket) |
+//! | 25..13 | failures (at most 8,191) |
+//! | 12..0 | slow calls (at most 8,191) |
+//!
+//! so a record is one compare-and-set on one bucket, rotation is the same compare-and-set
+//! finding an older tag, and a transition needs no reset at all: the next generation's calls
+//! carry a new tag, and buckets tagged otherwise are not read. **The window starts clean on
+//! every transition into CLOSED** (calls admitted before it are not counted), and only calls
+//! admitted in CLOSED are counted (probes decide HALF_OPEN by themselves).
+//!
+//! # Windows
+//!
+//! - **Count-based** ([`SlidingWindow::Calls`]`(n)`): the last `n` calls, in buckets of
+//!   `ceil(n / 16)` calls; the window holds the current bucket and the whole ones before it,
+//!   i.e. between `n - ceil(n/16) + 1` and `n` calls (up to one bucket more when `n` is not a
+//!   multiple of the bucket size).
+//! - **Time-based** ([`SlidingWindow::Time`]`(t)`): the last `t`, in `b` buckets of
+//!   `ceil(t / 16)` ms (at least one clock tick, 1 ms: sub-second windows get sub-second
+//!   buckets; resolution is never fixed to one second); the window holds the current bucket and
+//!   the whole ones before it: a span between `(b - 1) × ceil(t/16)` and `b × ceil(t/16)` ms
+//!   (for 1 s: 945 to 1008 ms).
+//!
+//! A bucket counts at most 16,383 calls; calls beyond that in one bucket (a time bucket at more
+//! than 16,383 calls per `t / 16`) are not counted, so the rates are those of the bucket's
+//! first 16,383 calls. A rate is decided only once `minimum_calls` calls are in the window: no
+//! trip below it, by design (as in resilience4j and Polly).
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::loom::{AtomicU64, Ordering};
+
+/// The most buckets a window uses.
+pub const WINDOW_BUCKETS: usize = 32;
+
+const GEN_BITS: u32 = 8;
+const EPOCH_BITS: u32 = 16;
+const CALLS_BITS: u32 = 14;
+const FAIL_BITS: u32 = 13;
+const SLOW_BITS: u32 = 13;
+const SLOW_SHIFT: u32 = 0;
+const FAIL_SHIFT: u32 = SLOW_BITS;
+const CALLS_SHIFT: u32 = FAIL_SHIFT + FAIL_BITS;
+const EPOCH_SHIFT: u32 = CALLS_SHIFT + CALLS_BITS;
+const GEN_SHIFT: u32 = EPOCH_SHIFT + EPOCH_BITS;
+const _: () = assert!(GEN_SHIFT + GEN_BITS == 64);
+
+const fn mask(bits: u32) -> u64 {
+    (1 << bits) - 1
+}
+
+/// The most calls one bucket counts.
+pub const MAX_BUCKET_CALLS: u64 = mask(CALLS_BITS);
+/// The longest count-based window, in calls.
+pub const MAX_WINDOW_CALLS: u64 = 100_000;
+/// The longest time-based window.
+pub const MAX_WINDOW_TIME: Duration = Duration::from_secs(3_600);
+
+/// Which recent calls a rate is computed over.
+///
+/// ```
+/// use cb_core::{Config, SlidingWindow};
+/// use std::time::Duration;
+/// let last_20_calls = Config::default().failure_rate_threshold(0.5).minimum_calls(10).sliding_window(SlidingWindow::Calls(20));
+/// let last_half_second = Config::default().failure_rate_threshold(0.5).sliding_window(SlidingWindow::Time(Duration::from_millis(500)));
+/// assert!(last_20_calls.limits().is_ok() && last_half_second.limits().is_ok());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SlidingWindow {
+    /// The last this many calls (1 ..= [`MAX_WINDOW_CALLS`]).
+    Calls(u64),
+    /// The calls of the last this long (1 ms ..= [`MAX_WINDOW_TIME`]).
+    Time(Duration),
+}
+
+impl Default for SlidingWindow {
+    /// The last 100 calls (resilience4j's default).
+    fn default() -> Self {
+        SlidingWindow::Calls(100)
+    }
+}
+
+/// What the window holds now.
+///
+/// ```
+/// let totals = cb_core::WindowTotals { calls: 10, failures: 4, slow: 1 };
+/// assert_eq!(totals.failure_rate(), Some(0.4));
+/// assert_eq!(cb_core::WindowTotals::default().failure_rate(), None);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowTotals {
+    /// Calls in the window (successes and failures; ignored calls are not counted).
+    pub calls: u64,
+    /// Failures among them.
+    pub failures: u64,
+    /// Slow calls among them (successful or not).
+    pub slow: u64,
+}
+
+impl WindowTotals {
+    /// `failures / calls`, or `None` with no call in the window.
+    pub fn failure_rate(&self) -> Option<f64> {
+        (self.calls > 0).then(|| self.failures as f64 / self.calls as f64)
+    }
+
+    /// `slow / calls`, or `None` with no call in the window.
+    pub fn slow_call_rate(&self) -> Option<f64> {
+        (self.calls > 0).then(|| self.slow as f64 / self.calls as f64)
+    }
+}
+
+/// The rate policy in the units the window works in (from [`crate::Config::limits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RateLimits {
+    /// Trip at this failure rate, in parts per million (0: no failure-rate policy).
+    pub(crate) failure_ppm: u64,
+    /// Trip at this slow-call rate, in parts per million (0: no slow-call policy).
+    pub(crate) slow_ppm: u64,
+    /// A call this many ticks long or longer is slow (0: no slow-call policy).
+    pub(crate) slow_ticks: u64,
+    pub(crate) minimum_calls: u64,
+    /// Calls per bucket (count-based), or ticks per bucket (time-based).
+    pub(crate) per_bucket: u64,
+    /// Buckets in the window (2 ..= WINDOW_BUCKETS, or 1 for a one-bucket window).
+    pub(crate) buckets: u64,
+    pub(crate) by_time: bool,
+}
+
+impl RateLimits {
+    pub(crate) fn new(
+        failure_rate: Option<f64>,
+        slow_rate: Option<f64>,
+        slow_ticks: u64,
+        minimum_calls: u64,
+        window: SlidingWindow,
+    ) -> RateLimits {
+        let ppm = |rate: Option<f64>| rate.map_or(0, |r| ((r * 1e6).round() as u64).clamp(1, 1_000_000));
+        let (size, by_time) = match window {
+            SlidingWindow::Calls(n) => (n, false),
+            SlidingWindow::Time(t) => (t.as_millis() as u64, true),
+        };
+        let per_bucket = size.div_ceil(16).max(1);
+        let buckets = size.div_ceil(per_bucket).clamp(1, WINDOW_BUCKETS as u64);
+        RateLimits {
+            failure_ppm: ppm(failure_rate),
+            slow_ppm: if slow_ticks > 0 { ppm(slow_rate.or(Some(1.0))) } else { 0 },
+            slow_ticks,
+            minimum_calls,
+            per_bucket,
+            buckets,
+            by_time,
+        }
+    }
+
+    /// Whether the rates at `totals` trip the breaker, and why.
+    fn decide(&self, t: WindowTotals) -> Option<crate::Reason> {
+        if t.calls < self.minimum_calls || t.calls == 0 {
+            return None;
+        }
+        let at_least = |count: u64, ppm: u64| ppm > 0 && u128::from(count) * 1_000_000 >= u128::from(ppm) * u128::from(t.calls);
+        if at_least(t.failures, self.failure_ppm) {
+            return Some(crate::Reason::FailureRate { failures: t.failures, calls: t.calls });
+        }
+        if at_least(t.slow, self.slow_ppm) {
+            return Some(crate::Reason::SlowCallRate { slow: t.slow, calls: t.calls });
+        }
+        None
+    }
+}
+
+/// The sliding window of one breaker: see the [module docs](self).
+#[repr(C)]
+pub struct Window {
+    /// Calls recorded so far, for count-based windows (never reset: epochs keep increasing).
+    seq: AtomicU64,
+    buckets: [AtomicU64; WINDOW_BUCKETS],
+}
+
+impl fmt::Debug for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Window").field("seq", &self.seq.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window { seq: AtomicU64::new(0), buckets: core::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+}
+
+/// A bucket's tag: generation and epoch, both truncated.
+fn tag(generation: u64, epoch: u64) -> u64 {
+    ((generation & mask(GEN_BITS)) << GEN_SHIFT) | ((epoch & mask(EPOCH_BITS)) << EPOCH_SHIFT)
+}
+
+fn tag_of(bucket: u64) -> u64 {
+    bucket & !mask(EPOCH_SHIFT)
+}
+
+fn counts(bucket: u64) -> WindowTotals {
+    WindowTotals {
+        calls: (bucket >> CALLS_SHIFT) & mask(CALLS_BITS),
+        failures: (bucket >> FAIL_SHIFT) & mask(FAIL_BITS),
+        slow: (bucket >> SLOW_SHIFT) & mask(SLOW_BITS),
+    }
+}
+
+/// Whether truncated `a` is after truncated `b` (modular: within half the range).
+fn after(a: u64, b: u64, bits: u32) -> bool {
+    let d = a.wrapping_sub(b) & mask(bits);
+    d != 0 && d < (1 << (bits - 1))
+}
+
+impl Window {
+    /// The epoch of a call recorded now (count-based: takes the next call number).
+    #[inline]
+    fn next_epoch(&self, now: u64, limits: &RateLimits) -> u64 {
+        if limits.by_time {
+            now / limits.per_bucket
+        } else {
+            self.seq.fetch_add(1, Ordering::AcqRel) / limits.per_bucket
+        }
+    }
+
+    fn current_epoch(&self, now: u64, limits: &RateLimits) -> u64 {
+        if limits.by_time {
+            now / limits.per_bucket
+        } else {
+            self.seq.load(Ordering::Acquire).saturating_sub(1) / limits.per_bucket
+        }
+    }
+
+    /// Counts one call of `generation` (a failure and/or slow) and, when it was a failure or
+    /// slow, says whether the window's rates now trip the breaker.
+    pub(crate) fn record(&self, generation: u64, failed: bool, slow: bool, now: u64, limits: &RateLimits) -> Option<crate::Reason> {
+        let epoch = self.next_epoch(now, limits);
+        let ours = tag(generation, epoch);
+        let add = (1 << CALLS_SHIFT) | (u64::from(failed) << FAIL_SHIFT) | (u64::from(slow) << SLOW_SHIFT);
+        let bucket = &self.buckets[(epoch % limits.buckets) as usize];
+        let mut current = bucket.load(Ordering::Acquire);
+        loop {
+            let theirs = tag_of(current);
+            let next = if counts(current).calls == 0 {
+                ours | add // never written (every write counts a call)
+            } else if theirs == ours {
+                if counts(current).calls >= MAX_BUCKET_CALLS {
+                    break; // full: this call is not counted (documented)
+                }
+                current + add
+            } else {
+                let (their_gen, their_epoch) = (current >> GEN_SHIFT, (current >> EPOCH_SHIFT) & mask(EPOCH_BITS));
+                if their_gen == generation & mask(GEN_BITS) {
+                    if after(their_epoch, epoch, EPOCH_BITS) {
+                        // A later slice began while this call was on its way: count it there.
+                        if counts(current).calls >= MAX_BUCKET_CALLS {
+                            break;
+                        }
+                        current + add
+                    } else {
+                        ours | add // rotation: the bucket held an older slice
+                    }
+                } else if after(their_gen, generation, GEN_BITS) {
+                    return None; // a newer generation owns the window: this call is stale
+                } else {
+                    ours | add // an older generation's bucket
+                }
+            };
+            match bucket.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        if !(failed || slow) {
+            return None; // a fast success cannot raise a rate
+        }
+        limits.decide(self.totals_at(generation, epoch, limits))
+    }
+
+    /// What the window of `generation` holds at `now`.
+    pub(crate) fn totals(&self, generation: u64, now: u64, limits: &RateLimits) -> WindowTotals {
+        self.totals_at(generation, self.current_epoch(now, limits), limits)
+    }
+
+    fn totals_at(&self, generation: u64, epoch: u64, limits: &RateLimits) -> WindowTotals {
+        let mut sum = WindowTotals::default();
+        for back in 0..limits.buckets.min(epoch + 1) {
+            let e = epoch - back;
+            let bucket = self.buckets[(e % limits.buckets) as usize].load(Ordering::Acquire);
+            if tag_of(bucket) == tag(generation, e) && counts(bucket).calls > 0 {
+                let c = counts(bucket);
+                sum.calls += c.calls;
+                sum.failures += c.failures;
+                sum.slow += c.slow;
+            }
+        }
+        sum
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn limits(window: SlidingWindow) -> RateLimits {
+        RateLimits::new(Some(0.5), None, 0, 4, window)
+    }
+
+    #[test]
+    fn rotation_drops_old_slices_and_never_counts_negative_or_twice() {
+        let l = limits(SlidingWindow::Time(Duration::from_millis(160))); // 16 buckets of 10 ms
+        let w = Window::default();
+        for t in 0..160 {
+            assert_eq!(w.record(1, false, false, t, &l), None);
+        }
+        assert_eq!(w.totals(1, 159, &l).calls, 160);
+        // 10 ms later the oldest slice (t 0..10) has left the window.
+        assert_eq!(w.totals(1, 160, &l).calls, 150);
+        assert_eq!(w.totals(1, 1_000, &l), WindowTotals::default());
+        assert_eq!(w.totals(2, 159, &l), WindowTotals::default(), "another generation starts clean");
+    }
+
+    #[test]
+    fn a_stale_generation_does_not_overwrite_a_newer_one() {
+        let l = limits(SlidingWindow::Calls(16));
+        let w = Window::default();
+        w.record(5, true, false, 0, &l);
+        w.record(4, true, false, 0, &l); // stale
+        w.record(5, false, false, 0, &l);
+        assert_eq!(w.totals(5, 0, &l), WindowTotals { calls: 2, failures: 1, slow: 0 });
+    }
+
+    #[test]
+    fn buckets_saturate_instead_of_wrapping() {
+        let l = RateLimits::new(Some(0.5), None, 0, 1, SlidingWindow::Time(Duration::from_secs(16)));
+        let w = Window::default();
+        for _ in 0..(MAX_BUCKET_CALLS + 10) {
+            w.record(0, false, false, 5, &l);
+        }
+        assert_eq!(w.totals(0, 5, &l).calls, MAX_BUCKET_CALLS);
+    }
+}

@@ -218,6 +218,13 @@ def _signature() -> inspect.Signature:
         inspect.Parameter("probe_timeout_seconds", K, default=defaults["probe_timeout_seconds"]),
         inspect.Parameter("shared_memory", K, default=None),
         inspect.Parameter("redis", K, default=None),
+        inspect.Parameter("failure_rate_threshold", K, default=None),
+        inspect.Parameter("minimum_calls", K, default=None),
+        inspect.Parameter("window_calls", K, default=None),
+        inspect.Parameter("window_seconds", K, default=None),
+        inspect.Parameter("slow_call_seconds", K, default=None),
+        inspect.Parameter("slow_call_rate_threshold", K, default=None),
+        inspect.Parameter("timeout_seconds", K, default=None),
     ]
     return inspect.Signature(params)
 

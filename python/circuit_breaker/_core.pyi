@@ -60,6 +60,13 @@ class BreakerCore:
         probe_timeout_seconds: Union[int, float] = 60,
         shared_memory: Union[bool, SharedMemory, str, os.PathLike[str], None] = None,
         redis: Union[bool, RedisStore, str, None] = None,
+        failure_rate_threshold: Optional[float] = None,
+        minimum_calls: Optional[int] = None,
+        window_calls: Optional[int] = None,
+        window_seconds: Union[int, float, None] = None,
+        slow_call_seconds: Union[int, float, None] = None,
+        slow_call_rate_threshold: Optional[float] = None,
+        timeout_seconds: Union[int, float, None] = None,
     ) -> None: ...
     def call(self, func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Runs ``func(*args, **kwargs)`` through the breaker and returns its value.
@@ -106,6 +113,21 @@ class BreakerCore:
     def shared_memory(self) -> Optional[SharedMemory]:
         """The region the breaker's state lives in (shared by every process of the host), or
         None (this process only)."""
+    @property
+    def failure_rate_threshold(self) -> Optional[float]: ...
+    @property
+    def minimum_calls(self) -> Optional[int]: ...
+    @property
+    def window_calls(self) -> Optional[int]: ...
+    @property
+    def window_seconds(self) -> Optional[float]: ...
+    @property
+    def slow_call_seconds(self) -> Optional[float]: ...
+    @property
+    def slow_call_rate_threshold(self) -> Optional[float]: ...
+    @property
+    def timeout_seconds(self) -> Optional[float]:
+        """The longest a coroutine call may take (cancelled, ``TimeoutError``, a failure)."""
     @property
     def redis(self) -> Optional[RedisStore]:
         """The Redis store the breaker's state lives in (shared by every host of the fleet),

@@ -40,10 +40,15 @@ async def record_when_done(
     permit: Permit, awaitable: Awaitable[T], args: Tuple[Any, ...], kwargs: Optional[Dict[str, Any]]
 ) -> Any:
     """Awaits the coroutine an ``async def`` call returned and records its outcome on
-    ``permit`` by the breaker's policy, falling back if the breaker says so. A breaker in Redis
+    ``permit`` by the breaker's policy, falling back if the breaker says so; past the breaker's
+    ``timeout_seconds`` the call is cancelled and raises ``TimeoutError``. A breaker in Redis
     records an outcome that writes there on a worker thread, never blocking the event loop."""
     try:
-        result = await awaitable
+        timeout = permit.breaker.timeout_seconds
+        if timeout is None:
+            result = await awaitable
+        else:
+            result = await _within(awaitable, timeout, permit)
     except BaseException as error:
         if permit.breaker._record_is_remote(True):
             # Recording it writes to Redis: off the event loop.
@@ -60,6 +65,17 @@ async def record_when_done(
     if fallback is not None:
         return await maybe_await(call_fallback(fallback, None, args, kwargs or {}))
     return result
+
+
+async def _within(awaitable: Awaitable[T], timeout: float, permit: Permit) -> T:
+    """Awaits ``awaitable`` for at most ``timeout`` seconds: past it the call is cancelled and
+    ``TimeoutError`` raised (a failure, unless the breaker's policy says otherwise)."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError(
+            f"CircuitBreaker {permit.breaker.name!r}: the call took longer than timeout_seconds={timeout:g}"
+        ) from None
 
 
 async def maybe_await(value: Any) -> Any:

@@ -159,6 +159,12 @@ class BreakerStatus(TypedDict):
     breaker in Redis shares its state fleet-wide but counts this process's calls)."""
     degraded: bool
     """True while a breaker in Redis cannot reach it (its state is then this process's own)."""
+    failure_rate: Optional[float]
+    """Failures / calls in the rate policies' window (None: no rate policy or no call yet)."""
+    slow_call_rate: Optional[float]
+    """Slow calls / calls in the window (None: no slow-call policy or no call yet)."""
+    calls_in_window: Optional[int]
+    """Calls in the window (None: no rate policy)."""
 
 
 class BreakerMetrics(TypedDict):
@@ -179,3 +185,6 @@ class BreakerMetrics(TypedDict):
     """Who shares the state: this process, the host (shared memory) or the fleet (Redis)."""
     counts_scope: CountsScope
     """What the counts cover (see ``BreakerStatus.counts_scope``)."""
+    failure_rate: Optional[float]
+    slow_call_rate: Optional[float]
+    calls_in_window: Optional[int]

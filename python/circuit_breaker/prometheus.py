@@ -12,6 +12,9 @@ lock-free counters when Prometheus scrapes.
 | ``circuit_breaker_calls_total`` | counter | ``name``, ``result`` | ``success``, ``failure``, ``rejected``, ``ignored`` |
 | ``circuit_breaker_opened_total`` | counter | ``name`` | transitions into OPEN |
 | ``circuit_breaker_failure_count`` | gauge | ``name`` | consecutive failures now |
+| ``circuit_breaker_failure_rate`` | gauge | ``name`` | failures / calls in the rate window (breakers with a rate policy, once a call is in it) |
+| ``circuit_breaker_slow_call_rate`` | gauge | ``name`` | slow calls / calls in the window (breakers with a slow-call policy) |
+| ``circuit_breaker_window_calls`` | gauge | ``name`` | calls in the rate window (breakers with a rate policy) |
 | ``circuit_breaker_info`` | gauge | ``name``, ``scope``, ``counts_scope`` | always 1; ``scope`` is who shares the state (``process``, ``host`` for shared memory, ``fleet`` for Redis), ``counts_scope`` what the counts cover (``host`` in shared memory, else ``process``) |
 
 A breaker in shared memory reports host-wide counts, the same from whichever worker process
@@ -57,6 +60,19 @@ class CircuitBreakerCollector(Collector):
             "counts_scope is what the counts cover (host in shared memory, else process).",
             labels=["name", "scope", "counts_scope"],
         )
+        failure_rate = GaugeMetricFamily(
+            "circuit_breaker_failure_rate",
+            "Failures / calls in the rate policies' window (breakers with a rate policy and calls in it).",
+            labels=["name"],
+        )
+        slow_rate = GaugeMetricFamily(
+            "circuit_breaker_slow_call_rate",
+            "Slow calls / calls in the window (breakers with a slow-call policy and calls in it).",
+            labels=["name"],
+        )
+        window_calls = GaugeMetricFamily(
+            "circuit_breaker_window_calls", "Calls in the rate policies' window.", labels=["name"]
+        )
         for name, breaker in sorted(self._registry.get_all().items()):
             m = breaker.get_metrics()
             state.add_metric([name], STATE_VALUES[m["state"]])
@@ -67,7 +83,13 @@ class CircuitBreakerCollector(Collector):
             opened.add_metric([name], m["circuit_opened_count"])
             failures.add_metric([name], m["current_failure_count"])
             info.add_metric([name, m["scope"], m["counts_scope"]], 1)
-        return [state, calls, opened, failures, info]
+            if m["calls_in_window"] is not None:
+                window_calls.add_metric([name], m["calls_in_window"])
+            if m["failure_rate"] is not None:
+                failure_rate.add_metric([name], m["failure_rate"])
+            if m["slow_call_rate"] is not None:
+                slow_rate.add_metric([name], m["slow_call_rate"])
+        return [state, calls, opened, failures, info, failure_rate, slow_rate, window_calls]
 
 
 def register_metrics(

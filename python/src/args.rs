@@ -32,21 +32,38 @@ pub(crate) fn seconds_arg(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Dura
     Ok(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
 }
 
+/// Reads a fraction (an `int` or a `float`): `TypeError` for other types; its range, (0, 1],
+/// is the core's to check.
+pub(crate) fn fraction_arg(name: &str, value: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if value.is_instance_of::<PyBool>() || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>()) {
+        return Err(PyTypeError::new_err(format!("{name} must be a float, got {}", value.get_type().name()?)));
+    }
+    value.extract()
+}
+
 /// The core's range error in Python's words: the argument's Python name, its range (seconds for
 /// durations) and the value as it was given (`given` holds the arguments passed).
 pub(crate) fn config_error(err: ConfigError, given: &[(&str, &Bound<'_, PyAny>)]) -> PyErr {
     let name = match err.field() {
         "recovery_timeout" => "recovery_timeout_seconds",
         "probe_timeout" => "probe_timeout_seconds",
+        "slow_call_duration" => "slow_call_seconds",
+        "window_time" => "window_seconds",
         other => other,
     };
+    let value = given.iter().find(|(n, _)| *n == name).map_or_else(|| "an out-of-range value".to_string(), |(_, v)| v.to_string());
+    if name == "slow_call_rate_threshold" && err.allowed().starts_with("set together") {
+        return PyValueError::new_err("slow_call_rate_threshold needs slow_call_seconds (the duration that makes a call slow)");
+    }
+    if name.ends_with("rate_threshold") {
+        return PyValueError::new_err(format!("{name} must be a fraction in (0, 1], got {value}"));
+    }
     let (min, max) = err.bounds();
     let allowed = if err.is_duration() {
         format!("{}..={} seconds", seconds(min), seconds(max))
     } else {
         format!("{min}..={max}")
     };
-    let value = given.iter().find(|(n, _)| *n == name).map_or_else(|| "an out-of-range value".to_string(), |(_, v)| v.to_string());
     PyValueError::new_err(format!("{name} must be in {allowed}, got {value}"))
 }
 

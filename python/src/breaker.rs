@@ -14,7 +14,7 @@ use pyo3::types::{PyBool, PyDict, PyString, PyWeakrefReference};
 use pyo3::IntoPyObjectExt;
 
 use crate::announce::{on_transition, Listeners};
-use crate::args::{config_error, count_arg, not_callable, seconds_arg, Arg};
+use crate::args::{config_error, count_arg, fraction_arg, not_callable, seconds_arg, Arg};
 use crate::permit::Permit;
 use crate::policy::Policy;
 use crate::refs::refs;
@@ -51,6 +51,8 @@ pub(crate) struct CircuitBreaker {
     pub(crate) region: Option<cb_core::SharedRegion>,
     /// The Redis its word lives in, if any (its counters are then this process's own).
     pub(crate) fleet: Option<cb_core::RedisFleet>,
+    /// `timeout_seconds`: the longest a coroutine call may take (None: no limit).
+    pub(crate) timeout: Option<f64>,
     pub(crate) created: SystemTime,
 }
 
@@ -312,6 +314,9 @@ impl CircuitBreaker {
         expected_exceptions = None, exclude = None, failure_predicate = None,
         fallback = None, fallback_on_failure = None,
         probe_timeout_seconds = Arg::Omitted, shared_memory = None, redis = None,
+        failure_rate_threshold = None, minimum_calls = None, window_calls = None,
+        window_seconds = None, slow_call_seconds = None, slow_call_rate_threshold = None,
+        timeout_seconds = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
@@ -329,6 +334,13 @@ impl CircuitBreaker {
         probe_timeout_seconds: Arg<'py>,
         shared_memory: Option<&Bound<'py, PyAny>>,
         redis: Option<&Bound<'py, PyAny>>,
+        failure_rate_threshold: Option<&Bound<'py, PyAny>>,
+        minimum_calls: Option<&Bound<'py, PyAny>>,
+        window_calls: Option<&Bound<'py, PyAny>>,
+        window_seconds: Option<&Bound<'py, PyAny>>,
+        slow_call_seconds: Option<&Bound<'py, PyAny>>,
+        slow_call_rate_threshold: Option<&Bound<'py, PyAny>>,
+        timeout_seconds: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Self> {
         let none = py.None().into_bound(py);
         let false_ = PyBool::new(py, false).to_owned().into_any();
@@ -364,7 +376,52 @@ impl CircuitBreaker {
         if let Some(v) = probe_timeout_seconds.given() {
             config.probe_timeout = seconds_arg("probe_timeout_seconds", v)?;
         }
+        fn set<'a, 'py>(v: Option<&'a Bound<'py, PyAny>>) -> Option<&'a Bound<'py, PyAny>> {
+            v.filter(|v| !v.is_none())
+        }
+        if let Some(v) = set(failure_rate_threshold) {
+            config.failure_rate_threshold = Some(fraction_arg("failure_rate_threshold", v)?);
+        }
+        if let Some(v) = set(slow_call_rate_threshold) {
+            config.slow_call_rate_threshold = Some(fraction_arg("slow_call_rate_threshold", v)?);
+        }
+        if let Some(v) = set(slow_call_seconds) {
+            config.slow_call_duration = Some(seconds_arg("slow_call_seconds", v)?);
+        }
+        match (set(window_calls), set(window_seconds)) {
+            (Some(_), Some(_)) => {
+                return Err(PyValueError::new_err("give window_calls (the last N calls) or window_seconds (the last T seconds), not both"));
+            }
+            (Some(n), None) => config.sliding_window = cb_core::SlidingWindow::Calls(count_arg("window_calls", n)?),
+            (None, Some(t)) => config.sliding_window = cb_core::SlidingWindow::Time(seconds_arg("window_seconds", t)?),
+            (None, None) => {}
+        }
+        match set(minimum_calls) {
+            Some(v) => config.minimum_calls = count_arg("minimum_calls", v)?,
+            // Left out: 100, or the whole window if it holds fewer calls.
+            None => {
+                if let cb_core::SlidingWindow::Calls(n) = config.sliding_window {
+                    config.minimum_calls = config.minimum_calls.min(n.max(1));
+                }
+            }
+        }
+        let timeout = match set(timeout_seconds) {
+            Some(v) => {
+                let d = seconds_arg("timeout_seconds", v)?;
+                if d.is_zero() {
+                    return Err(PyValueError::new_err(format!("timeout_seconds must be greater than 0, got {v}")));
+                }
+                Some(d.as_secs_f64())
+            }
+            None => None,
+        };
         let given: Vec<(&str, &Bound<'_, PyAny>)> = [
+            ("failure_rate_threshold", set(failure_rate_threshold)),
+            ("minimum_calls", set(minimum_calls)),
+            ("window_calls", set(window_calls)),
+            ("window_seconds", set(window_seconds)),
+            ("slow_call_seconds", set(slow_call_seconds)),
+            ("slow_call_rate_threshold", set(slow_call_rate_threshold)),
             ("failure_threshold", failure_threshold.given()),
             ("success_threshold", success_threshold.given()),
             ("half_open_max_calls", half_open_max_calls.given()),
@@ -375,6 +432,13 @@ impl CircuitBreaker {
         .filter_map(|(n, v)| v.map(|v| (n, v)))
         .collect();
         config.limits().map_err(|e| config_error(e, &given))?;
+        let rate_args = [failure_rate_threshold, minimum_calls, window_calls, window_seconds, slow_call_rate_threshold];
+        if !config.has_rate_policy() && rate_args.iter().any(|a| set(*a).is_some()) {
+            return Err(PyValueError::new_err(
+                "minimum_calls, window_calls, window_seconds and slow_call_rate_threshold configure a rate policy: \
+                 set failure_rate_threshold or slow_call_seconds too",
+            ));
+        }
         // Look the Python-side objects up now, so `call` can rely on them being there.
         refs(py)?;
         let label = name.to_string();
@@ -425,6 +489,7 @@ impl CircuitBreaker {
             inner,
             region,
             fleet,
+            timeout,
             created: SystemTime::now(),
         })
     }
@@ -570,6 +635,58 @@ impl CircuitBreaker {
     #[getter]
     fn shared_memory(&self) -> Option<shared::SharedMemory> {
         self.region.clone().map(shared::SharedMemory::new_for)
+    }
+
+    /// Trip when at least this fraction of the window's calls failed (None: off).
+    #[getter]
+    fn failure_rate_threshold(&self) -> Option<f64> {
+        self.inner.config().failure_rate_threshold
+    }
+
+    /// Calls the window must hold before a rate can trip the breaker.
+    #[getter]
+    fn minimum_calls(&self) -> Option<u64> {
+        self.inner.config().has_rate_policy().then(|| self.inner.config().minimum_calls)
+    }
+
+    /// The count-based window's size in calls (None for a time-based window or no rate policy).
+    #[getter]
+    fn window_calls(&self) -> Option<u64> {
+        match self.inner.config().sliding_window {
+            cb_core::SlidingWindow::Calls(n) if self.inner.config().has_rate_policy() => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The time-based window's length in seconds (None for a count-based window or no rate
+    /// policy).
+    #[getter]
+    fn window_seconds(&self) -> Option<f64> {
+        match self.inner.config().sliding_window {
+            cb_core::SlidingWindow::Time(t) if self.inner.config().has_rate_policy() => Some(t.as_secs_f64()),
+            _ => None,
+        }
+    }
+
+    /// A call at least this long counts as slow (None: no slow-call policy).
+    #[getter]
+    fn slow_call_seconds(&self) -> Option<f64> {
+        self.inner.config().slow_call_duration.map(|d| d.as_secs_f64())
+    }
+
+    /// Trip when at least this fraction of the window's calls were slow (None: no slow-call
+    /// policy).
+    #[getter]
+    fn slow_call_rate_threshold(&self) -> Option<f64> {
+        let c = self.inner.config();
+        c.slow_call_duration.map(|_| c.slow_call_rate_threshold.unwrap_or(1.0))
+    }
+
+    /// The longest a coroutine call may take before it is cancelled and counted as a failure
+    /// (None: no limit).
+    #[getter]
+    fn timeout_seconds(&self) -> Option<f64> {
+        self.timeout
     }
 
     /// The Redis store its state lives in (fleet-wide), or None.

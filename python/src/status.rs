@@ -11,7 +11,7 @@ use crate::state::{mode, state_name};
 
 /// `get_status()`: the documented keys first, then `success_threshold`,
 /// `half_open_max_calls`, `total_failures`, `total_rejections`, `mode`, `scope`,
-/// `counts_scope`, `degraded`.
+/// `counts_scope`, `degraded`, `failure_rate`, `slow_call_rate`, `calls_in_window`.
 pub(crate) fn status<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     let state = b.state();
     let config = b.inner.config();
@@ -46,6 +46,7 @@ pub(crate) fn status<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Bound
     status.set_item(intern!(py, "scope"), scope(b))?;
     status.set_item(intern!(py, "counts_scope"), counts_scope(b))?;
     status.set_item(intern!(py, "degraded"), degraded(b))?;
+    window(b, py, &status)?;
     Ok(status)
 }
 
@@ -71,7 +72,20 @@ pub(crate) fn metrics<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Boun
     metrics.set_item(intern!(py, "mode"), mode(state))?;
     metrics.set_item(intern!(py, "scope"), scope(b))?;
     metrics.set_item(intern!(py, "counts_scope"), counts_scope(b))?;
+    window(b, py, &metrics)?;
     Ok(metrics)
+}
+
+/// The rate policies' window: `failure_rate` and `slow_call_rate` (fractions, None with no call
+/// in the window) and `calls_in_window`; all None without a rate policy. The window is this
+/// process's (it starts clean on every transition into CLOSED).
+fn window(b: &CircuitBreaker, py: Python<'_>, d: &Bound<'_, PyDict>) -> PyResult<()> {
+    let totals = b.inner.window_totals();
+    d.set_item(intern!(py, "failure_rate"), totals.and_then(|t| t.failure_rate()))?;
+    let slow = totals.filter(|_| b.inner.config().slow_call_duration.is_some());
+    d.set_item(intern!(py, "slow_call_rate"), slow.and_then(|t| t.slow_call_rate()))?;
+    d.set_item(intern!(py, "calls_in_window"), totals.map(|t| t.calls))?;
+    Ok(())
 }
 
 /// Who shares the state: `'process'`, `'host'` (shared memory) or `'fleet'` (Redis).

@@ -222,6 +222,9 @@ class Model:
             "scope": "process",
             "counts_scope": "process",
             "degraded": False,
+            "failure_rate": None,
+            "slow_call_rate": None,
+            "calls_in_window": None,
         }
 
     def metrics(self) -> dict:
@@ -240,6 +243,9 @@ class Model:
             "mode": self.mode(),
             "scope": "process",
             "counts_scope": "process",
+            "failure_rate": None,
+            "slow_call_rate": None,
+            "calls_in_window": None,
         }
 
 

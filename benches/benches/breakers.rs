@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use cb_core::{
     CachedClock, CircuitBreaker, Clock, CoarseClock, Config, Counters, Metrics, MonotonicClock,
-    NoMetrics, RedisFleet, RedisOptions, RegionOptions, SharedRegion,
+    NoMetrics, RedisFleet, RedisOptions, RegionOptions, SharedRegion, SlidingWindow,
 };
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use failsafe::{backoff, failure_policy, CircuitBreaker as _};
@@ -102,6 +102,70 @@ fn closed_success(c: &mut Criterion) {
     g.bench_function("failsafe", |i| i.iter(|| f.call(ok)));
     let r = recloser_breaker(100, LONG);
     g.bench_function("recloser", |i| i.iter(|| r.call(ok)));
+    g.finish();
+}
+
+/// Failure-rate policies: cb_core's count- and time-based windows beside failsafe's
+/// success-rate-over-time-window policy and recloser (whose only policy is a failure rate over
+/// a ring buffer), on a CLOSED success and on a failure that is counted but trips nothing.
+fn rate_policies(c: &mut Criterion) {
+    const CHUNK: u64 = 100_000;
+    const WINDOW: Duration = Duration::from_secs(10);
+    let ok = || Ok::<u64, ()>(black_box(1));
+    let rate = |window: SlidingWindow| Config::default().failure_rate_threshold(0.5).minimum_calls(100).sliding_window(window);
+    let failsafe_rate = |required: f64, min: u32| {
+        failsafe::Config::new()
+            .failure_policy(failure_policy::success_rate_over_time_window(required, min, WINDOW, backoff::constant(LONG)))
+            .build()
+    };
+
+    let mut g = c.benchmark_group("closed_success_rate_policy");
+    let b = cb(rate(SlidingWindow::Calls(100)), CoarseClock, NoMetrics);
+    g.bench_function("cb_core/count_window", |i| i.iter(|| b.call(ok)));
+    let b = cb(rate(SlidingWindow::Time(WINDOW)), CoarseClock, NoMetrics);
+    g.bench_function("cb_core/time_window", |i| i.iter(|| b.call(ok)));
+    let b = cb(rate(SlidingWindow::Time(WINDOW)), CoarseClock, Counters::default());
+    g.bench_function("cb_core/time_window/counters", |i| i.iter(|| b.call(ok)));
+    let f = failsafe_rate(0.5, 100);
+    g.bench_function("failsafe", |i| i.iter(|| f.call(ok)));
+    let r = recloser_breaker(100, LONG);
+    g.bench_function("recloser", |i| i.iter(|| r.call(ok)));
+    g.finish();
+
+    // Failures that never trip: a minimum number of calls no chunk reaches (cb_core, failsafe)
+    // or a ring buffer longer than a chunk (recloser). Each is counted in the window and the
+    // rate computed (cb_core sums its buckets on every failure).
+    let mut g = c.benchmark_group("closed_failure_rate_policy");
+    let err = || Err::<u64, u64>(black_box(1));
+    let never = Config::default()
+        .failure_threshold(u64::from(u32::MAX))
+        .failure_rate_threshold(1.0)
+        .minimum_calls(u64::from(u32::MAX))
+        .sliding_window(SlidingWindow::Time(WINDOW));
+    let chunked = |iters: u64, call: &dyn Fn() -> Box<dyn Fn()>| {
+        let mut total = Duration::ZERO;
+        let mut left = iters;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            let f = call();
+            let start = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            total += start.elapsed();
+            left -= n;
+        }
+        total
+    };
+    g.bench_function("cb_core/time_window", |i| {
+        i.iter_custom(|n| chunked(n, &|| { let b = cb(never, CoarseClock, NoMetrics); Box::new(move || drop(black_box(b.call(err)))) }))
+    });
+    g.bench_function("failsafe", |i| {
+        i.iter_custom(|n| chunked(n, &|| { let f = failsafe_rate(0.5, u32::MAX); Box::new(move || drop(black_box(f.call(err)))) }))
+    });
+    g.bench_function("recloser", |i| {
+        i.iter_custom(|n| chunked(n, &|| { let r = recloser_breaker(2 * CHUNK as usize, LONG); Box::new(move || drop(black_box(r.call(err)))) }))
+    });
     g.finish();
 }
 
@@ -307,6 +371,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = floor, open_reject, closed_success, closed_failure, half_open_success, contended, shared_memory
+    targets = floor, open_reject, closed_success, closed_failure, half_open_success, contended, rate_policies, shared_memory
 }
 criterion_main!(benches);

@@ -4,7 +4,8 @@
 //! ```text
 //! cargo build --release -p benches --example icount
 //! for case in baseline clock closed/none closed/counters open/none open/counters \
-//!             failure/none failure/counters failure/with_times cycle/none cycle/counters; do
+//!             failure/none failure/counters failure/with_times cycle/none cycle/counters \
+//!             rate/count rate/time rate/time_failure; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/icount $case 2>&1 | grep Collected
 //! done
 //! ```
@@ -13,7 +14,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use cb_core::{CircuitBreaker, CoarseClock, Config, Counters, Metrics, NoMetrics};
+use cb_core::{CircuitBreaker, CoarseClock, Config, Counters, Metrics, NoMetrics, SlidingWindow};
 
 const CALLS: u64 = 1_000_000;
 
@@ -48,6 +49,22 @@ fn cycle<M: Metrics>(metrics: M) {
     }
 }
 
+/// A CLOSED success, and a failure that trips nothing, with a failure-rate policy over a count
+/// or a time window.
+fn rate(window: SlidingWindow, fail: bool) {
+    let config = Config::default()
+        .failure_threshold(u64::from(u32::MAX))
+        .failure_rate_threshold(1.0)
+        .minimum_calls(if matches!(window, SlidingWindow::Calls(_)) { 100 } else { u64::from(u32::MAX) })
+        .sliding_window(window);
+    let b = CircuitBreaker::with_parts(config, CoarseClock, NoMetrics).unwrap();
+    for i in 0..CALLS {
+        // Failing every other call at most, so a count window (rate 1.0) never trips.
+        let failed = fail && (matches!(window, SlidingWindow::Time(_)) || i % 2 == 0);
+        let _ = black_box(b.call(|| if failed { Err::<u64, u64>(black_box(1)) } else { Ok(black_box(1)) }));
+    }
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("closed/none") => run(NoMetrics, false),
@@ -59,6 +76,9 @@ fn main() {
         Some("failure/with_times") => fail(Counters::default().with_times()),
         Some("cycle/none") => cycle(NoMetrics),
         Some("cycle/counters") => cycle(Counters::default()),
+        Some("rate/count") => rate(SlidingWindow::Calls(100), false),
+        Some("rate/time") => rate(SlidingWindow::Time(Duration::from_secs(10)), false),
+        Some("rate/time_failure") => rate(SlidingWindow::Time(Duration::from_secs(10)), true),
         Some("clock") => {
             for _ in 0..CALLS {
                 black_box(cb_core::Clock::now(&CoarseClock));

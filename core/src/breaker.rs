@@ -101,6 +101,8 @@ pub struct CircuitBreaker<C: Clock = DefaultClock, M: Metrics = Counters, S: Sto
     anchor: WallAnchor,
     /// The sliding window of the rate policies (only when one is configured).
     window: Option<Box<Window>>,
+    /// Whether admissions are stamped with the time (a slow-call policy).
+    times_calls: bool,
 }
 
 /// Why a call was not run.
@@ -265,7 +267,8 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         let anchor = WallAnchor::now(&clock);
         let limits = config.limits()?;
         let window = limits.rates.map(|_| Box::default());
-        Ok(CircuitBreaker { store, limits, config, clock, metrics, announcer: None, name: None, anchor, window })
+        let times_calls = limits.rates.is_some_and(|r| r.slow_ticks > 0);
+        Ok(CircuitBreaker { store, limits, config, clock, metrics, announcer: None, name: None, anchor, window, times_calls })
     }
 
     /// Calls `listener` exactly once for every transition, after it took effect, in the order
@@ -406,19 +409,17 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         // before its timeout rejects after one clock read. Everything else is out of line, with
         // the time already read.
         match self.store.load().admit_quick(|| self.clock.now(), &self.limits) {
-            Quick::Admitted(ticket) if self.window.is_none() => Ok(ticket),
+            Quick::Admitted(ticket) if !self.times_calls => Ok(ticket),
             Quick::Admitted(ticket) => Ok(self.timed(ticket)),
             Quick::Rejected { retry_after_ticks } => Err(self.rejected(State::Open, Some(retry_after_ticks))),
             Quick::Undecided { now } => self.admit_slow(now),
         }
     }
 
-    /// Stamps a CLOSED admission with its start time when a slow-call policy times calls.
+    /// Stamps a CLOSED admission with its start time (a slow-call policy times calls).
     #[inline(never)]
     fn timed(&self, mut ticket: Ticket) -> Ticket {
-        if self.limits.rates.is_some_and(|r| r.slow_ticks > 0) {
-            ticket.started = self.clock.now();
-        }
+        ticket.started = self.clock.now();
         ticket
     }
 
@@ -426,7 +427,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     fn admit_slow(&self, now: u64) -> Result<Ticket, Rejected> {
         let now = LazyNow::known(&self.clock, now);
         match self.update(&now, |s| s.admit(|| now.get(), &self.limits)).0 {
-            Admission::Admitted(ticket) if !ticket.probe && self.window.is_some() => Ok(self.timed(ticket)),
+            Admission::Admitted(ticket) if !ticket.probe && self.times_calls => Ok(self.timed(ticket)),
             Admission::Admitted(ticket) => Ok(ticket),
             Admission::Rejected { state, retry_after_ticks } => Err(self.rejected(state, retry_after_ticks)),
         }
@@ -457,25 +458,33 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         self.record_consecutive(ticket, outcome)
     }
 
-    /// [`CircuitBreaker::record`] with the rate policies: the consecutive count first, then the
-    /// window (a call admitted in CLOSED, in the generation still current), which may trip it.
+    /// [`CircuitBreaker::record`] with the rate policies: a call admitted in CLOSED, in the
+    /// generation still current, is counted in the window, which may trip the breaker; then
+    /// the consecutive count, as without a window.
     #[inline(never)]
     fn record_windowed(&self, window: &Window, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
-        let transition = self.record_consecutive(ticket, outcome);
-        let Some(rates) = self.limits.rates else { return transition };
-        if transition.is_some() || ticket.probe || outcome == Outcome::Ignored {
-            return transition;
-        }
+        let Some(rates) = &self.limits.rates else { return self.record_consecutive(ticket, outcome) };
         let current = self.store.load();
-        if current.generation() != ticket.generation || current.stored_state() != State::Closed {
-            return None; // stale, or no longer CLOSED: not this window's call
+        if !ticket.probe && outcome != Outcome::Ignored && current.generation() == ticket.generation && current.stored_state() == State::Closed {
+            let at = if rates.by_time || rates.slow_ticks > 0 { self.clock.now() } else { 0 };
+            let slow = rates.slow_ticks > 0 && at.saturating_sub(ticket.started) >= rates.slow_ticks;
+            if let Some(reason) = window.record(ticket.generation, outcome == Outcome::Failure, slow, at, rates) {
+                return self.trip(current, ticket, outcome, reason);
+            }
         }
+        self.record_consecutive(ticket, outcome)
+    }
+
+    /// The window decided to trip: one compare-and-set on the word (only from the generation
+    /// the call was admitted in, so exactly one of the racing deciders makes it).
+    #[cold]
+    #[inline(never)]
+    fn trip(&self, current: Snapshot, ticket: Ticket, outcome: Outcome, reason: crate::Reason) -> Option<Transition> {
         let now = LazyNow::new(&self.clock);
-        let needs_time = rates.by_time || rates.slow_ticks > 0;
-        let at = if needs_time { now.get() } else { 0 };
-        let slow = rates.slow_ticks > 0 && at.saturating_sub(ticket.started) >= rates.slow_ticks;
-        let reason = window.record(ticket.generation, outcome == Outcome::Failure, slow, at, &rates)?;
-        self.update_from(current, &now, |s| s.trip(ticket, reason, || now.get())).1
+        let tripped = self.update_from(current, &now, |s| s.trip(ticket, reason, || now.get())).1;
+        // Counted in the metrics; stale for the word now, so it changes nothing more.
+        let later = self.record_consecutive(ticket, outcome);
+        tripped.or(later)
     }
 
     /// What the window of the rate policies holds now (`None` without a rate policy).

@@ -8,8 +8,8 @@
 //!
 //! # Layout
 //!
-//! A [`Window`] is plain atomics, no pointers: a call counter and [`WINDOW_BUCKETS`] buckets of
-//! one `u64` each (264 bytes per breaker, whatever the window's size). A bucket packs
+//! A [`Window`] is plain atomics, no pointers: a call counter and [`WINDOW_BUCKETS`] (16)
+//! buckets of one `u64` each (136 bytes per breaker, whatever the window's size). A bucket packs
 //!
 //! | bits | field |
 //! |---|---|
@@ -47,8 +47,8 @@ use core::time::Duration;
 
 use crate::loom::{AtomicU64, Ordering};
 
-/// The most buckets a window uses.
-pub const WINDOW_BUCKETS: usize = 32;
+/// The buckets of a window (a window of `n` calls or `t` uses up to all of them).
+pub const WINDOW_BUCKETS: usize = 16;
 
 const GEN_BITS: u32 = 8;
 const EPOCH_BITS: u32 = 16;
@@ -138,7 +138,9 @@ pub(crate) struct RateLimits {
     pub(crate) minimum_calls: u64,
     /// Calls per bucket (count-based), or ticks per bucket (time-based).
     pub(crate) per_bucket: u64,
-    /// Buckets in the window (2 ..= WINDOW_BUCKETS, or 1 for a one-bucket window).
+    /// `ceil(2^64 / per_bucket)`: dividing by `per_bucket` as a multiplication (see `epoch_of`).
+    reciprocal: u64,
+    /// Buckets in the window (1 ..= WINDOW_BUCKETS).
     pub(crate) buckets: u64,
     pub(crate) by_time: bool,
 }
@@ -156,9 +158,10 @@ impl RateLimits {
             SlidingWindow::Calls(n) => (n, false),
             SlidingWindow::Time(t) => (t.as_millis() as u64, true),
         };
-        let per_bucket = size.div_ceil(16).max(1);
+        let per_bucket = size.div_ceil(WINDOW_BUCKETS as u64).max(1);
         let buckets = size.div_ceil(per_bucket).clamp(1, WINDOW_BUCKETS as u64);
         RateLimits {
+            reciprocal: if per_bucket == 1 { 0 } else { (u64::MAX / per_bucket) + 1 },
             failure_ppm: ppm(failure_rate),
             slow_ppm: if slow_ticks > 0 { ppm(slow_rate.or(Some(1.0))) } else { 0 },
             slow_ticks,
@@ -167,6 +170,20 @@ impl RateLimits {
             buckets,
             by_time,
         }
+    }
+
+    /// `n / per_bucket`, by a multiplication: exact while `n * per_bucket < 2^64` (with
+    /// `reciprocal = floor(2^64 / d) + 1` the error term is `n / 2^64 < 1 / d`), which holds
+    /// for every tick count (< 2^46) and per-bucket size (< 2^18); a larger `n` divides.
+    #[inline(always)]
+    fn epoch_of(&self, n: u64) -> u64 {
+        if self.per_bucket == 1 {
+            return n;
+        }
+        if n < (1 << 46) {
+            return ((u128::from(n) * u128::from(self.reciprocal)) >> 64) as u64;
+        }
+        n / self.per_bucket
     }
 
     /// Whether the rates at `totals` trip the breaker, and why.
@@ -233,35 +250,59 @@ impl Window {
     #[inline]
     fn next_epoch(&self, now: u64, limits: &RateLimits) -> u64 {
         if limits.by_time {
-            now / limits.per_bucket
+            limits.epoch_of(now)
         } else {
-            self.seq.fetch_add(1, Ordering::AcqRel) / limits.per_bucket
+            limits.epoch_of(self.seq.fetch_add(1, Ordering::Relaxed))
         }
     }
 
     fn current_epoch(&self, now: u64, limits: &RateLimits) -> u64 {
         if limits.by_time {
-            now / limits.per_bucket
+            limits.epoch_of(now)
         } else {
-            self.seq.load(Ordering::Acquire).saturating_sub(1) / limits.per_bucket
+            limits.epoch_of(self.seq.load(Ordering::Relaxed).saturating_sub(1))
         }
     }
 
     /// Counts one call of `generation` (a failure and/or slow) and, when it was a failure or
     /// slow, says whether the window's rates now trip the breaker.
+    #[inline]
     pub(crate) fn record(&self, generation: u64, failed: bool, slow: bool, now: u64, limits: &RateLimits) -> Option<crate::Reason> {
         let epoch = self.next_epoch(now, limits);
         let ours = tag(generation, epoch);
         let add = (1 << CALLS_SHIFT) | (u64::from(failed) << FAIL_SHIFT) | (u64::from(slow) << SLOW_SHIFT);
-        let bucket = &self.buckets[(epoch % limits.buckets) as usize];
-        let mut current = bucket.load(Ordering::Acquire);
+        let bucket = &self.buckets[(epoch % WINDOW_BUCKETS as u64) as usize];
+        let current = bucket.load(Ordering::Acquire);
+        // The common case: the bucket is this slice's already, and not full.
+        let counted = tag_of(current) == ours
+            && counts(current).calls < MAX_BUCKET_CALLS
+            && bucket.compare_exchange_weak(current, current + add, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if !counted && !Self::count_slow(bucket, current, generation, epoch, add) {
+            return None; // stale: a newer generation owns the window
+        }
+        if failed || slow {
+            return self.decide(generation, epoch, limits);
+        }
+        None // a fast success cannot raise a rate
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn decide(&self, generation: u64, epoch: u64, limits: &RateLimits) -> Option<crate::Reason> {
+        limits.decide(self.totals_at(generation, epoch, limits))
+    }
+
+    /// The compare-and-set loop for everything but the common case: rotation, a late call,
+    /// another generation's bucket, a full bucket, a lost race. False if the call is stale.
+    #[inline(never)]
+    fn count_slow(bucket: &AtomicU64, mut current: u64, generation: u64, epoch: u64, add: u64) -> bool {
+        let ours = tag(generation, epoch);
         loop {
-            let theirs = tag_of(current);
             let next = if counts(current).calls == 0 {
                 ours | add // never written (every write counts a call)
-            } else if theirs == ours {
+            } else if tag_of(current) == ours {
                 if counts(current).calls >= MAX_BUCKET_CALLS {
-                    break; // full: this call is not counted (documented)
+                    return true; // full: this call is not counted (documented)
                 }
                 current + add
             } else {
@@ -270,27 +311,23 @@ impl Window {
                     if after(their_epoch, epoch, EPOCH_BITS) {
                         // A later slice began while this call was on its way: count it there.
                         if counts(current).calls >= MAX_BUCKET_CALLS {
-                            break;
+                            return true;
                         }
                         current + add
                     } else {
                         ours | add // rotation: the bucket held an older slice
                     }
                 } else if after(their_gen, generation, GEN_BITS) {
-                    return None; // a newer generation owns the window: this call is stale
+                    return false; // a newer generation owns the window: this call is stale
                 } else {
                     ours | add // an older generation's bucket
                 }
             };
             match bucket.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break,
+                Ok(_) => return true,
                 Err(actual) => current = actual,
             }
         }
-        if !(failed || slow) {
-            return None; // a fast success cannot raise a rate
-        }
-        limits.decide(self.totals_at(generation, epoch, limits))
     }
 
     /// What the window of `generation` holds at `now`.
@@ -302,7 +339,7 @@ impl Window {
         let mut sum = WindowTotals::default();
         for back in 0..limits.buckets.min(epoch + 1) {
             let e = epoch - back;
-            let bucket = self.buckets[(e % limits.buckets) as usize].load(Ordering::Acquire);
+            let bucket = self.buckets[(e % WINDOW_BUCKETS as u64) as usize].load(Ordering::Acquire);
             if tag_of(bucket) == tag(generation, e) && counts(bucket).calls > 0 {
                 let c = counts(bucket);
                 sum.calls += c.calls;
@@ -344,6 +381,17 @@ mod tests {
         w.record(4, true, false, 0, &l); // stale
         w.record(5, false, false, 0, &l);
         assert_eq!(w.totals(5, 0, &l), WindowTotals { calls: 2, failures: 1, slow: 0 });
+    }
+
+    #[test]
+    fn division_by_multiplication_is_exact() {
+        for per_bucket in [1u64, 2, 3, 7, 16, 63, 1_000, 6_250, 225_000] {
+            let l = RateLimits { per_bucket, ..RateLimits::new(Some(0.5), None, 0, 1, SlidingWindow::Calls(per_bucket * 16)) };
+            let l = RateLimits { reciprocal: if per_bucket == 1 { 0 } else { u64::MAX / per_bucket + 1 }, ..l };
+            for n in (0..10_000).chain([(1 << 46) - 1, (1 << 46) - per_bucket, 1 << 46, u64::MAX, 1_764_000_000_000]) {
+                assert_eq!(l.epoch_of(n), n / per_bucket, "{n} / {per_bucket}");
+            }
+        }
     }
 
     #[test]

@@ -246,7 +246,7 @@ proptest! {
         let (b, clock) = breaker(config);
         let (size, by_time) = match window { SlidingWindow::Calls(n) => (n, false), SlidingWindow::Time(t) => (t.as_millis() as u64, true) };
         let per_bucket = size.div_ceil(16).max(1);
-        let buckets = size.div_ceil(per_bucket).min(32);
+        let buckets = size.div_ceil(per_bucket).min(16);
         let mut kept: Vec<(u64, bool, bool)> = Vec::new(); // (slice, failed, slow)
         let mut now = 1_000_000u64;
         for (i, c) in calls.iter().enumerate() {

@@ -47,6 +47,7 @@ mod clock;
 mod config;
 #[cfg(feature = "redis")]
 pub mod fleet;
+mod future;
 mod loom;
 mod metrics;
 #[cfg(all(unix, feature = "shared-memory"))]
@@ -56,9 +57,10 @@ pub mod word;
 
 use core::fmt;
 
-pub use breaker::{CallError, CircuitBreaker, Permit, Rejected};
+pub use breaker::{CallError, CircuitBreaker, OwnedPermit, Permit, Rejected};
 pub use clock::{CachedClock, Clock, CoarseClock, DefaultClock, ManualClock, MonotonicClock, WallAnchor, WallClock};
 pub use config::{Config, ConfigError, MAX_TIMEOUT};
+pub use future::{AnyPermit, Classify, ErrIsFailure, Guarded};
 pub use metrics::{Counters, Metrics, NoMetrics, Totals, STRIPES};
 #[cfg(all(unix, feature = "shared-memory"))]
 pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, SharedSlot, SlotWord};

@@ -53,6 +53,8 @@ mod metrics;
 #[cfg(all(unix, feature = "shared-memory"))]
 pub mod shared;
 mod store;
+#[cfg(feature = "tower")]
+pub mod tower;
 pub mod word;
 
 use core::fmt;
@@ -67,6 +69,8 @@ pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, Shared
 #[cfg(feature = "redis")]
 pub use fleet::{FleetEvent, RedisBreaker, RedisError, RedisFleet, RedisOptions, RedisSlot, RedisWord};
 pub use store::{LocalWord, Store};
+#[cfg(feature = "tower")]
+pub use tower::{BreakerLayer, BreakerService};
 pub use word::{Admission, Command, Limits, Outcome, Snapshot, Step, Ticket, CLOCK_SKEW_TICKS};
 
 /// The README's Rust examples, compiled and run as doctests so they cannot rot (with the

@@ -11,6 +11,7 @@ test-rust:
 	cargo test --workspace --exclude circuit_breaker_py --release --features cb_core/shared-memory,cb_core/redis-tls
 	cargo test -p cb_core --release --features tracing --test tracing_events
 	cargo run -q --release -p cb_core --features shared-memory --example shared_memory
+	cargo run -q --release -p cb_core --features tower --example axum_service
 	RUSTDOCFLAGS="-D warnings" cargo doc -p cb_core --no-deps --all-features
 
 # loom builds with its own cfg, so it gets its own target dir and never invalidates the normal one.

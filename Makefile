@@ -8,7 +8,7 @@ PYTHON ?= python3
 test: test-rust test-loom test-python
 
 test-rust:
-	cargo test --workspace --exclude circuit_breaker_py --release --features cb_core/shared-memory,cb_core/redis-tls
+	cargo test --workspace --exclude circuit_breaker_py --release --features cb_core/shared-memory,cb_core/redis-tls,cb_core/tower
 	cargo test -p cb_core --release --features tracing --test tracing_events
 	cargo run -q --release -p cb_core --features shared-memory --example shared_memory
 	cargo run -q --release -p cb_core --features tower --example axum_service

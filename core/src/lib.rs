@@ -39,6 +39,10 @@
 //! - The word lives in a [`Store`]: [`LocalWord`] in this process by default. The CAS loop and
 //!   the transitions do not know where it is.
 //! - Time is a [`Clock`]; counters are a [`Metrics`]; transitions go to one listener.
+//! - Futures run under a [`Permit`] or an [`OwnedPermit`] inside a [`Guarded`] future
+//!   ([`CircuitBreaker::call_async`]); a [`Classify`] decides what their result counts as. No
+//!   runtime is needed. With the `tower` feature, `BreakerLayer` puts a breaker in front of any
+//!   tower service (see the `tower` module).
 
 #![warn(missing_docs)]
 
@@ -74,9 +78,9 @@ pub use tower::{BreakerLayer, BreakerService};
 pub use word::{Admission, Command, Limits, Outcome, Snapshot, Step, Ticket, CLOCK_SKEW_TICKS};
 
 /// The README's Rust examples, compiled and run as doctests so they cannot rot (with the
-/// shared-memory feature, which one of them uses; `make test-rust` turns it on).
+/// shared-memory and tower features, which two of them use; `make test-rust` turns them on).
 #[doc = include_str!("../../README.md")]
-#[cfg(all(doctest, unix, feature = "shared-memory"))]
+#[cfg(all(doctest, unix, feature = "shared-memory", feature = "tower"))]
 pub struct ReadmeDoctests;
 
 /// A breaker's state.

@@ -39,7 +39,7 @@
 //!   `Filter`, it may leave the readiness of the inner service unused; the next call uses it.)
 //! - **The response future** records what the classifier says the result counts as when it
 //!   completes. Dropped before (a client that hung up, a `Timeout` above it, a `select!`), it
-//!   records [`Outcome::Ignored`]: a cancelled HALF_OPEN probe frees its slot at once.
+//!   records [`Outcome::Ignored`](crate::Outcome::Ignored): a cancelled HALF_OPEN probe frees its slot at once.
 //! - **Clones** of the service share the breaker (an `Arc`), so its counts, its state and the
 //!   HALF_OPEN probe limit are the same for every clone, task and thread.
 //!

@@ -160,13 +160,13 @@ pin_project! {
 
 impl<P: AnyPermit, F, K> Guarded<P, F, K> {
     /// `future`, run under `permit`, its result classified by `classify`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn admitted(permit: P, future: F, classify: K) -> Self {
         Guarded { state: GuardedState::Admitted { future, permit: Some(permit), classify } }
     }
 
     /// Resolves to the rejection at once.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn rejected(rejected: Rejected) -> Self {
         Guarded { state: GuardedState::Rejected { rejected } }
     }
@@ -192,7 +192,7 @@ where
 {
     type Output = Result<T, CallError<E>>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             GuardedProj::Admitted { future, permit, classify } => {

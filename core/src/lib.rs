@@ -74,7 +74,7 @@ pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, Shared
 pub use fleet::{FleetEvent, RedisBreaker, RedisError, RedisFleet, RedisOptions, RedisSlot, RedisWord};
 pub use store::{LocalWord, Store};
 #[cfg(feature = "tower")]
-pub use tower::{BreakerLayer, BreakerService};
+pub use tower::{BreakerHandle, BreakerLayer, BreakerService};
 pub use word::{Admission, Command, Limits, Outcome, Snapshot, Step, Ticket, CLOCK_SKEW_TICKS};
 
 /// The README's Rust examples, compiled and run as doctests so they cannot rot (with the

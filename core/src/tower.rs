@@ -40,8 +40,8 @@
 //! - **The response future** records what the classifier says the result counts as when it
 //!   completes. Dropped before (a client that hung up, a `Timeout` above it, a `select!`), it
 //!   records [`Outcome::Ignored`](crate::Outcome::Ignored): a cancelled HALF_OPEN probe frees its slot at once.
-//! - **Clones** of the service share the breaker (an `Arc`), so its counts, its state and the
-//!   HALF_OPEN probe limit are the same for every clone, task and thread.
+//! - **Clones** of the service share the breaker (an `Arc`, or a `&'static` one), so its counts,
+//!   its state and the HALF_OPEN probe limit are the same for every clone, task and thread.
 //!
 //! # Errors
 //!
@@ -77,6 +77,31 @@
 //! # Ok::<(), cb_core::ConfigError>(())
 //! ```
 //!
+//! # A breaker that lives as long as the program
+//!
+//! Through an `Arc`, every admitted request increments and decrements the `Arc`'s count (the
+//! response future must own its share), and that count is one cache line written by every
+//! thread. A breaker that is never dropped (a `static`, or leaked once at startup) can be
+//! handed over as `&'static CircuitBreaker` instead: the response future then holds a
+//! [`Permit<'static>`](crate::Permit) and the closed path writes nothing shared, as with
+//! [`CircuitBreaker::call`]. Anything that is a [`BreakerHandle`] works.
+//!
+//! ```
+//! use cb_core::{BreakerLayer, CircuitBreaker, Config};
+//! use std::sync::OnceLock;
+//! use tower::Layer;
+//!
+//! fn prices_breaker() -> &'static CircuitBreaker {
+//!     static BREAKER: OnceLock<CircuitBreaker> = OnceLock::new();
+//!     BREAKER.get_or_init(|| CircuitBreaker::new(Config::default()).unwrap().named("prices"))
+//! }
+//!
+//! let service = BreakerLayer::new(prices_breaker()).layer(tower::service_fn(|n: u32| async move { Ok::<_, ()>(n) }));
+//! assert_eq!(service.breaker().name(), Some("prices"));
+//! ```
+//!
+//! # axum
+//!
 //! In front of an axum router, put axum's `HandleErrorLayer` above the breaker to turn a
 //! rejection into a response (`503 Service Unavailable`); `examples/axum_service.rs` shows a
 //! whole server.
@@ -88,36 +113,82 @@ use std::sync::Arc;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{
-    CallError, CircuitBreaker, Classify, Clock, Counters, DefaultClock, ErrIsFailure, Guarded, LocalWord, Metrics,
-    OwnedPermit, Store,
-};
+use crate::{AnyPermit, CallError, CircuitBreaker, Classify, Clock, ErrIsFailure, Guarded, Metrics, OwnedPermit, Permit, Rejected, Store};
 
-/// The future a [`BreakerService`] returns: the inner service's future under an
-/// [`OwnedPermit`] (see [`Guarded`]).
-pub type ResponseFuture<F, K = ErrIsFailure, C = DefaultClock, M = Counters, S = LocalWord> =
-    Guarded<OwnedPermit<C, M, S>, F, K>;
+mod sealed {
+    pub trait Sealed {
+        /// Asks the breaker, for a permit the response future can own.
+        fn admit_for_future(&self) -> Result<<Self as super::BreakerHandle>::Permit, crate::Rejected>
+        where
+            Self: super::BreakerHandle;
+    }
+}
+
+/// How a [`BreakerService`] holds its breaker: an `Arc<CircuitBreaker>` (each response future
+/// owns a share: an [`OwnedPermit`]) or a `&'static CircuitBreaker` (each holds a
+/// [`Permit<'static>`](Permit), and no count is touched). Sealed.
+///
+/// ```
+/// use cb_core::{BreakerHandle, CircuitBreaker};
+/// use std::sync::Arc;
+/// fn handle<B: BreakerHandle>(b: B) -> B { b }
+/// let shared = handle(Arc::new(CircuitBreaker::new(Default::default()).unwrap()));
+/// let forever: &'static CircuitBreaker = handle(Box::leak(Box::new(CircuitBreaker::new(Default::default()).unwrap())));
+/// # let _ = (shared, forever);
+/// ```
+pub trait BreakerHandle: Clone + sealed::Sealed {
+    /// What a response future holds while the inner service runs.
+    type Permit: AnyPermit;
+}
+
+impl<C: Clock, M: Metrics, S: Store> sealed::Sealed for Arc<CircuitBreaker<C, M, S>> {
+    #[inline(always)]
+    fn admit_for_future(&self) -> Result<<Self as BreakerHandle>::Permit, Rejected> {
+        self.admit_owned()
+    }
+}
+
+impl<C: Clock, M: Metrics, S: Store> BreakerHandle for Arc<CircuitBreaker<C, M, S>> {
+    type Permit = OwnedPermit<C, M, S>;
+}
+
+impl<C: Clock, M: Metrics, S: Store> sealed::Sealed for &'static CircuitBreaker<C, M, S> {
+    #[inline(always)]
+    fn admit_for_future(&self) -> Result<<Self as BreakerHandle>::Permit, Rejected> {
+        let breaker: &'static CircuitBreaker<C, M, S> = self;
+        breaker.admit()
+    }
+}
+
+impl<C: Clock, M: Metrics, S: Store> BreakerHandle for &'static CircuitBreaker<C, M, S> {
+    type Permit = Permit<'static, C, M, S>;
+}
+
+/// The future a [`BreakerService`] returns: the inner service's future under the permit its
+/// breaker handle gives (see [`Guarded`]).
+pub type ResponseFuture<F, K = ErrIsFailure, B = Arc<CircuitBreaker>> = Guarded<<B as BreakerHandle>::Permit, F, K>;
 
 /// Wraps services in a [`BreakerService`] that shares this layer's breaker. Cloning the layer,
 /// or layering many services with it, shares the one breaker.
 ///
 /// ```
 /// use cb_core::{BreakerLayer, CircuitBreaker};
+/// use std::sync::Arc;
 /// use tower::Layer;
 ///
-/// let layer = BreakerLayer::new(CircuitBreaker::new(Default::default())?.named("inventory"));
+/// let layer = BreakerLayer::new(Arc::new(CircuitBreaker::new(Default::default())?.named("inventory")));
 /// let service = layer.layer(tower::service_fn(|n: u32| async move { Ok::<_, ()>(n + 1) }));
 /// assert_eq!(service.breaker().name(), Some("inventory"));
 /// # Ok::<(), cb_core::ConfigError>(())
 /// ```
-pub struct BreakerLayer<K = ErrIsFailure, C: Clock = DefaultClock, M: Metrics = Counters, S: Store = LocalWord> {
-    breaker: Arc<CircuitBreaker<C, M, S>>,
+pub struct BreakerLayer<K = ErrIsFailure, B = Arc<CircuitBreaker>> {
+    breaker: B,
     classify: K,
 }
 
-impl<C: Clock, M: Metrics, S: Store> BreakerLayer<ErrIsFailure, C, M, S> {
-    /// A layer for `breaker` (a breaker, or an `Arc` of one to keep a handle on it), counting
-    /// `Err` as failure and `Ok` as success.
+impl<B: BreakerHandle> BreakerLayer<ErrIsFailure, B> {
+    /// A layer for `breaker` (an `Arc` of a breaker, or a `&'static` one), counting `Err` as
+    /// failure and `Ok` as success.
     ///
     /// ```
     /// use cb_core::{BreakerLayer, CircuitBreaker, State};
@@ -127,19 +198,20 @@ impl<C: Clock, M: Metrics, S: Store> BreakerLayer<ErrIsFailure, C, M, S> {
     /// assert!(Arc::ptr_eq(layer.breaker(), &breaker));
     /// # Ok::<(), cb_core::ConfigError>(())
     /// ```
-    pub fn new(breaker: impl Into<Arc<CircuitBreaker<C, M, S>>>) -> Self {
-        BreakerLayer { breaker: breaker.into(), classify: ErrIsFailure }
+    pub fn new(breaker: B) -> Self {
+        BreakerLayer { breaker, classify: ErrIsFailure }
     }
 }
 
-impl<K, C: Clock, M: Metrics, S: Store> BreakerLayer<K, C, M, S> {
+impl<K, B> BreakerLayer<K, B> {
     /// Classifies results with `classify` (a [`Classify`], such as a closure
     /// `Fn(&Result<Response, Error>) -> Outcome`) instead.
     ///
     /// ```
     /// use cb_core::{BreakerLayer, CircuitBreaker, Outcome};
+    /// use std::sync::Arc;
     /// // A service whose Ok carries an HTTP status.
-    /// let layer = BreakerLayer::new(CircuitBreaker::new(Default::default())?)
+    /// let layer = BreakerLayer::new(Arc::new(CircuitBreaker::new(Default::default())?))
     ///     .classify(|r: &Result<u16, std::io::Error>| match r {
     ///         Ok(status) if *status >= 500 => Outcome::Failure,
     ///         Ok(status) if *status >= 400 => Outcome::Ignored,
@@ -149,31 +221,31 @@ impl<K, C: Clock, M: Metrics, S: Store> BreakerLayer<K, C, M, S> {
     /// # let _ = layer;
     /// # Ok::<(), cb_core::ConfigError>(())
     /// ```
-    pub fn classify<K2>(self, classify: K2) -> BreakerLayer<K2, C, M, S> {
+    pub fn classify<K2>(self, classify: K2) -> BreakerLayer<K2, B> {
         BreakerLayer { breaker: self.breaker, classify }
     }
 
     /// The breaker every service of this layer shares.
-    pub fn breaker(&self) -> &Arc<CircuitBreaker<C, M, S>> {
+    pub fn breaker(&self) -> &B {
         &self.breaker
     }
 }
 
-impl<Svc, K: Clone, C: Clock, M: Metrics, S: Store> Layer<Svc> for BreakerLayer<K, C, M, S> {
-    type Service = BreakerService<Svc, K, C, M, S>;
+impl<Svc, K: Clone, B: Clone> Layer<Svc> for BreakerLayer<K, B> {
+    type Service = BreakerService<Svc, K, B>;
 
     fn layer(&self, inner: Svc) -> Self::Service {
-        BreakerService { inner, breaker: Arc::clone(&self.breaker), classify: self.classify.clone() }
+        BreakerService { inner, breaker: self.breaker.clone(), classify: self.classify.clone() }
     }
 }
 
-impl<K: Clone, C: Clock, M: Metrics, S: Store> Clone for BreakerLayer<K, C, M, S> {
+impl<K: Clone, B: Clone> Clone for BreakerLayer<K, B> {
     fn clone(&self) -> Self {
-        BreakerLayer { breaker: Arc::clone(&self.breaker), classify: self.classify.clone() }
+        BreakerLayer { breaker: self.breaker.clone(), classify: self.classify.clone() }
     }
 }
 
-impl<K, C: Clock, M: Metrics, S: Store> fmt::Debug for BreakerLayer<K, C, M, S> {
+impl<K, B: fmt::Debug> fmt::Debug for BreakerLayer<K, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerLayer").field("breaker", &self.breaker).finish_non_exhaustive()
     }
@@ -184,24 +256,25 @@ impl<K, C: Clock, M: Metrics, S: Store> fmt::Debug for BreakerLayer<K, C, M, S> 
 ///
 /// ```
 /// use cb_core::{BreakerLayer, CircuitBreaker};
+/// use std::sync::Arc;
 /// use tower::{Layer, ServiceExt};
 ///
-/// let layer = BreakerLayer::new(CircuitBreaker::new(Default::default())?);
+/// let layer = BreakerLayer::new(Arc::new(CircuitBreaker::new(Default::default())?));
 /// let service = layer.layer(tower::service_fn(|n: u32| async move { Ok::<_, ()>(n + 1) }));
 /// let copy = service.clone(); // the same breaker
 /// assert_eq!(futures_executor::block_on(copy.oneshot(1)), Ok(2));
 /// assert_eq!(service.breaker().metrics().totals().successes, 1);
 /// # Ok::<(), cb_core::ConfigError>(())
 /// ```
-pub struct BreakerService<Svc, K = ErrIsFailure, C: Clock = DefaultClock, M: Metrics = Counters, S: Store = LocalWord> {
+pub struct BreakerService<Svc, K = ErrIsFailure, B = Arc<CircuitBreaker>> {
     inner: Svc,
-    breaker: Arc<CircuitBreaker<C, M, S>>,
+    breaker: B,
     classify: K,
 }
 
-impl<Svc, K, C: Clock, M: Metrics, S: Store> BreakerService<Svc, K, C, M, S> {
+impl<Svc, K, B> BreakerService<Svc, K, B> {
     /// The breaker this service shares with its clones.
-    pub fn breaker(&self) -> &Arc<CircuitBreaker<C, M, S>> {
+    pub fn breaker(&self) -> &B {
         &self.breaker
     }
 
@@ -221,17 +294,15 @@ impl<Svc, K, C: Clock, M: Metrics, S: Store> BreakerService<Svc, K, C, M, S> {
     }
 }
 
-impl<Req, Svc, K, C, M, S> Service<Req> for BreakerService<Svc, K, C, M, S>
+impl<Req, Svc, K, B> Service<Req> for BreakerService<Svc, K, B>
 where
     Svc: Service<Req>,
     K: Classify<Svc::Response, Svc::Error> + Clone,
-    C: Clock,
-    M: Metrics,
-    S: Store,
+    B: BreakerHandle,
 {
     type Response = Svc::Response;
     type Error = CallError<Svc::Error>;
-    type Future = ResponseFuture<Svc::Future, K, C, M, S>;
+    type Future = ResponseFuture<Svc::Future, K, B>;
 
     /// Forwards to the inner service; never rejects (see the [module docs](self)).
     #[inline]
@@ -240,22 +311,22 @@ where
     }
 
     /// Asks the breaker; calls the inner service only if admitted.
-    #[inline]
+    #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
-        match self.breaker.admit_owned() {
+        match sealed::Sealed::admit_for_future(&self.breaker) {
             Ok(permit) => Guarded::admitted(permit, self.inner.call(request), self.classify.clone()),
             Err(rejected) => Guarded::rejected(rejected),
         }
     }
 }
 
-impl<Svc: Clone, K: Clone, C: Clock, M: Metrics, S: Store> Clone for BreakerService<Svc, K, C, M, S> {
+impl<Svc: Clone, K: Clone, B: Clone> Clone for BreakerService<Svc, K, B> {
     fn clone(&self) -> Self {
-        BreakerService { inner: self.inner.clone(), breaker: Arc::clone(&self.breaker), classify: self.classify.clone() }
+        BreakerService { inner: self.inner.clone(), breaker: self.breaker.clone(), classify: self.classify.clone() }
     }
 }
 
-impl<Svc: fmt::Debug, K, C: Clock, M: Metrics, S: Store> fmt::Debug for BreakerService<Svc, K, C, M, S> {
+impl<Svc: fmt::Debug, K, B: fmt::Debug> fmt::Debug for BreakerService<Svc, K, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerService")
             .field("inner", &self.inner)

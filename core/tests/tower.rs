@@ -155,7 +155,7 @@ async fn transport_errors_are_failures_and_keep_their_source() {
     // A port nobody listens on any more.
     let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let breaker = CircuitBreaker::new(Config::default().failure_threshold(1)).unwrap().named("gone");
-    let mut http = BreakerLayer::new(breaker).classify(by_status).layer(client());
+    let mut http = BreakerLayer::new(Arc::new(breaker)).classify(by_status).layer(client());
     let err = http.ready().await.unwrap().call(get_request(addr, "/ok")).await.unwrap_err();
     assert!(!err.is_rejected());
     assert!(err.inner().is_some_and(|e| e.is_connect()), "{err:?}");
@@ -216,6 +216,27 @@ async fn a_timed_out_probe_frees_its_slot_for_the_next_call() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(seen.ok.load(Ordering::SeqCst), 1);
     assert_eq!(breaker.state(), State::Closed, "its success closed the breaker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_breaker_works_the_same_without_an_arc() {
+    let (router, seen) = upstream(watch::channel(true).1);
+    let addr = serve(router).await;
+    let config = Config::default().failure_threshold(1).recovery_timeout(Duration::ZERO);
+    let breaker: &'static CircuitBreaker = Box::leak(Box::new(CircuitBreaker::new(config).unwrap().named("forever")));
+    let http = ServiceBuilder::new().layer(BreakerLayer::new(breaker).classify(by_status)).service(client());
+
+    // Trip it, then time out the probe: the slot comes back, as through an Arc.
+    let _ = http.clone().oneshot(get_request(addr, "/fail")).await.unwrap();
+    assert_eq!(breaker.state(), State::HalfOpen);
+    let probe = http.clone().oneshot(get_request(addr, "/slow"));
+    assert!(tokio::time::timeout(Duration::from_millis(100), probe).await.is_err());
+    let response = http.clone().oneshot(get_request(addr, "/ok")).await.expect("admitted as the next probe");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!((seen.ok.load(Ordering::SeqCst), breaker.state()), (1, State::Closed));
+    // The response future holds a Permit<'static>: spawnable like any other.
+    let task = tokio::spawn(http.oneshot(get_request(addr, "/ok")));
+    assert_eq!(task.await.unwrap().unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -325,7 +346,7 @@ fn poll_ready_forwards_the_inner_service_and_never_rejects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clones_and_services_of_one_layer_share_its_breaker() {
-    let layer = BreakerLayer::new(CircuitBreaker::new(Config::default().failure_threshold(2)).unwrap().named("shared"));
+    let layer = BreakerLayer::new(Arc::new(CircuitBreaker::new(Config::default().failure_threshold(2)).unwrap().named("shared")));
     let one = layer.layer(Gate(Poll::Ready(Ok(()))));
     let other = layer.layer(Gate(Poll::Ready(Ok(()))));
     assert_eq!(one.clone().oneshot(0).await, Err(CallError::Inner("zero")));

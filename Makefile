@@ -33,7 +33,8 @@ bench:
 	@mkdir -p target/bench
 	$(PYTHON) benches/report.py > target/bench/rust.md
 	for case in baseline clock closed/none closed/counters open/none open/counters \
-			failure/none failure/counters failure/with_times cycle/none cycle/counters; do \
+			failure/none failure/counters failure/with_times cycle/none cycle/counters \
+			future/closed future/open tower/none tower/closed tower/open tower/static; do \
 		printf '%s ' $$case; valgrind --tool=callgrind --callgrind-out-file=/dev/null \
 			target/release/examples/icount $$case 2>&1 | awk '/Collected/ {print $$4}'; \
 	done > target/bench/icount.txt

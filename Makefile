@@ -8,9 +8,10 @@ PYTHON ?= python3
 test: test-rust test-loom test-python
 
 test-rust:
-	cargo test --workspace --exclude circuit_breaker_py --release --features cb_core/shared-memory,cb_core/redis-tls
+	cargo test --workspace --exclude circuit_breaker_py --release --features cb_core/shared-memory,cb_core/redis-tls,cb_core/tower
 	cargo test -p cb_core --release --features tracing --test tracing_events
 	cargo run -q --release -p cb_core --features shared-memory --example shared_memory
+	cargo run -q --release -p cb_core --features tower --example axum_service
 	RUSTDOCFLAGS="-D warnings" cargo doc -p cb_core --no-deps --all-features
 
 # loom builds with its own cfg, so it gets its own target dir and never invalidates the normal one.
@@ -34,7 +35,8 @@ bench:
 	$(PYTHON) benches/report.py > target/bench/rust.md
 	cargo run -q --release -p benches --example redis_fleet > target/bench/redis.md
 	for case in baseline clock closed/none closed/counters open/none open/counters \
-			failure/none failure/counters failure/with_times cycle/none cycle/counters; do \
+			failure/none failure/counters failure/with_times cycle/none cycle/counters \
+			future/closed future/open tower/none tower/closed tower/open tower/static; do \
 		printf '%s ' $$case; valgrind --tool=callgrind --callgrind-out-file=/dev/null \
 			target/release/examples/icount $$case 2>&1 | awk '/Collected/ {print $$4}'; \
 	done > target/bench/icount.txt

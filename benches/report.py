@@ -11,7 +11,25 @@ import sys
 from pathlib import Path
 from typing import Dict, Tuple
 
-PEERS = ("failsafe", "recloser")
+PEERS = ("failsafe", "recloser", "tower-resilience")
+# The groups in the order they are reported; any other group follows, sorted by name.
+ORDER = [
+    "open_reject",
+    "closed_success",
+    "closed_failure",
+    "half_open_success",
+    "contended_closed_success_2_threads",
+    "tower_open_reject",
+    "tower_closed_success",
+    "future_open_reject",
+    "future_closed_success",
+]
+# Groups without peers are measured against a baseline row: (row name, what the rows are,
+# ratio column title).
+BASELINES = (
+    ("in_process", "store", "this ÷ in-process"),
+    ("cb_core/call_sync", "variant", "this ÷ sync call"),
+)
 
 
 def load(root: Path) -> Dict[str, Dict[str, Tuple[float, float, float]]]:
@@ -32,7 +50,6 @@ def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion")
     groups = load(root)
     floor = groups.pop("floor", {})
-    order = ["open_reject", "closed_success", "closed_failure", "half_open_success", "contended_closed_success_2_threads"]
     if floor:
         print("### floor\n")
         print("| operation | median ns | 95% interval |")
@@ -40,15 +57,18 @@ def main() -> None:
         for name, (m, lo, hi) in floor.items():
             print(f"| {name} | {m:.2f} | {lo:.2f} – {hi:.2f} |")
         print()
-    for group in order + sorted(set(groups) - set(order)):
+    for group in ORDER + sorted(set(groups) - set(ORDER)):
         rows = groups.get(group)
         if not rows:
             continue
         print(f"### {group}\n")
-        if "in_process" in rows:
-            # The shared-memory groups: each store against the in-process breaker.
-            base = rows["in_process"][0]
-            print("| store | median ns | 95% interval | this ÷ in-process |")
+        baseline = next((b for b in BASELINES if b[0] in rows), None)
+        if baseline:
+            # Groups without peers (the shared-memory stores, the future path): each row
+            # against the group's baseline row.
+            row, what, title = baseline
+            base = rows[row][0]
+            print(f"| {what} | median ns | 95% interval | {title} |")
             print("|---|---:|---|---:|")
             for name, (m, lo, hi) in sorted(rows.items(), key=lambda kv: kv[1][0]):
                 print(f"| {name} | {m:.2f} | {lo:.2f} – {hi:.2f} | {m / base:.2f}x |")

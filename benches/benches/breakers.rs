@@ -1,4 +1,5 @@
-//! cb_core against its peers (failsafe, recloser) and the physical floor, in one run.
+//! cb_core against its peers (failsafe, recloser; tower-resilience-circuitbreaker for the tower
+//! middleware) and the physical floor, in one run.
 //!
 //! ```text
 //! cargo bench -p benches --bench breakers
@@ -6,6 +7,7 @@
 //!
 //! Every benchmark is one operation on one breaker; BENCHMARKS.md explains how to read them.
 
+use std::future::ready;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -13,11 +15,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cb_core::{
-    CachedClock, CircuitBreaker, Clock, CoarseClock, Config, Counters, Metrics, MonotonicClock,
-    NoMetrics, RedisFleet, RedisOptions, RegionOptions, SharedRegion, SlidingWindow,
+    BreakerLayer, BreakerService, CachedClock, CircuitBreaker, Clock, CoarseClock, Config, Counters, ErrIsFailure,
+    Metrics, MonotonicClock, NoMetrics, RedisFleet, RedisOptions, RegionOptions, SharedRegion, SlidingWindow,
 };
+use benches::{poll_now, through, Answer};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use failsafe::{backoff, failure_policy, CircuitBreaker as _};
+use tower_resilience_circuitbreaker::CircuitBreakerLayer as ResilienceLayer;
+use tower_layer::Layer;
 
 const LONG: Duration = Duration::from_secs(3_600);
 
@@ -361,6 +366,70 @@ fn shared_memory(c: &mut Criterion) {
     let _ = std::fs::remove_file(&path);
 }
 
+/// The tower middleware path: cb_core's `BreakerLayer` against tower-resilience-circuitbreaker,
+/// both counting consecutive failures over the same instant inner service, each request
+/// `poll_ready` + `call` + the response future awaited. `cb_core` holds its breaker in an
+/// `Arc` (a count up and down per admitted request), `cb_core/static` as `&'static` (none);
+/// `no_breaker` is the inner service alone.
+fn tower_layers(c: &mut Criterion) {
+    let resilience = |failures: usize| {
+        ResilienceLayer::builder().consecutive_failures(failures).wait_duration_in_open(LONG).build().unwrap()
+    };
+
+    let mut g = c.benchmark_group("tower_closed_success");
+    let mut alone = Answer;
+    g.bench_function("no_breaker", |i| i.iter(|| through(&mut alone, black_box(1))));
+    let mut ours = tower_service_of(cb(Config::default(), CoarseClock, Counters::default()));
+    g.bench_function("cb_core", |i| i.iter(|| through(&mut ours, black_box(1))));
+    let mut ours = static_tower_service_of(cb(Config::default(), CoarseClock, Counters::default()));
+    g.bench_function("cb_core/static", |i| i.iter(|| through(&mut ours, black_box(1))));
+    let mut theirs = resilience(5).layer_fn(Answer);
+    g.bench_function("tower-resilience", |i| i.iter(|| through(&mut theirs, black_box(1))));
+    g.finish();
+
+    let mut g = c.benchmark_group("tower_open_reject");
+    let mut ours = tower_service_of(cb(Config::default().failure_threshold(1).recovery_timeout(LONG), CoarseClock, Counters::default()));
+    assert_eq!(through(&mut ours, 0).unwrap_err().into_inner(), Some(0));
+    assert!(through(&mut ours, 1).unwrap_err().is_rejected());
+    g.bench_function("cb_core", |i| i.iter(|| black_box(through(&mut ours, black_box(1)).is_err())));
+    let mut ours = static_tower_service_of(cb(Config::default().failure_threshold(1).recovery_timeout(LONG), CoarseClock, Counters::default()));
+    assert_eq!(through(&mut ours, 0).unwrap_err().into_inner(), Some(0));
+    g.bench_function("cb_core/static", |i| i.iter(|| black_box(through(&mut ours, black_box(1)).is_err())));
+    let mut theirs = resilience(1).layer_fn(Answer);
+    assert!(!through(&mut theirs, 0).unwrap_err().is_circuit_open());
+    assert!(through(&mut theirs, 1).unwrap_err().is_circuit_open());
+    g.bench_function("tower-resilience", |i| i.iter(|| black_box(through(&mut theirs, black_box(1)).is_err())));
+    g.finish();
+}
+
+/// cb_core's service over [`Answer`], its breaker in an `Arc`.
+fn tower_service_of<C: Clock, M: Metrics>(breaker: CircuitBreaker<C, M>) -> BreakerService<Answer, ErrIsFailure, Arc<CircuitBreaker<C, M>>> {
+    BreakerLayer::new(Arc::new(breaker)).layer(Answer)
+}
+
+/// cb_core's service over [`Answer`], its breaker `&'static` (leaked: one per benchmark).
+fn static_tower_service_of<C: Clock + 'static, M: Metrics + 'static>(
+    breaker: CircuitBreaker<C, M>,
+) -> BreakerService<Answer, ErrIsFailure, &'static CircuitBreaker<C, M>> {
+    BreakerLayer::new(&*Box::leak(Box::new(breaker))).layer(Answer)
+}
+
+/// The plain future path, `breaker.run(ready(..))` polled once, beside the closure API `call`
+/// on the same breaker.
+fn futures(c: &mut Criterion) {
+    let mut g = c.benchmark_group("future_closed_success");
+    let b = cb(Config::default(), CoarseClock, Counters::default());
+    g.bench_function("cb_core/call_sync", |i| i.iter(|| b.call(|| Ok::<u64, ()>(black_box(1)))));
+    g.bench_function("cb_core/run", |i| i.iter(|| poll_now(b.run(ready(Ok::<u64, ()>(black_box(1)))))));
+    g.finish();
+
+    let mut g = c.benchmark_group("future_open_reject");
+    let b = tripped(LONG, CoarseClock, Counters::default());
+    g.bench_function("cb_core/call_sync", |i| i.iter(|| black_box(b.call(|| Ok::<u64, ()>(1)).is_err())));
+    g.bench_function("cb_core/run", |i| i.iter(|| black_box(poll_now(b.run(ready(Ok::<u64, ()>(1)))).is_err())));
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -371,6 +440,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = floor, open_reject, closed_success, closed_failure, half_open_success, contended, rate_policies, shared_memory
+    targets = floor, open_reject, closed_success, closed_failure, half_open_success, contended, rate_policies,
+        shared_memory, tower_layers, futures
 }
 criterion_main!(benches);

@@ -5,7 +5,8 @@
 //! cargo build --release -p benches --example icount
 //! for case in baseline clock closed/none closed/counters open/none open/counters \
 //!             failure/none failure/counters failure/with_times cycle/none cycle/counters \
-//!             rate/count rate/time rate/time_failure; do
+//!             rate/count rate/time rate/time_failure \
+//!             future/closed future/open tower/none tower/closed tower/open tower/static; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/icount $case 2>&1 | grep Collected
 //! done
 //! ```
@@ -14,7 +15,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use cb_core::{CircuitBreaker, CoarseClock, Config, Counters, Metrics, NoMetrics, SlidingWindow};
+use benches::{poll_now, through, Answer};
+use cb_core::{BreakerLayer, CircuitBreaker, CoarseClock, Config, Counters, Metrics, NoMetrics, SlidingWindow};
+use tower_layer::Layer;
 
 const CALLS: u64 = 1_000_000;
 
@@ -65,6 +68,32 @@ fn rate(window: SlidingWindow, fail: bool) {
     }
 }
 
+/// `run` of a ready future, polled once (counters on), CLOSED or OPEN.
+fn future(open: bool) {
+    let config = Config::default().failure_threshold(1).recovery_timeout(Duration::from_secs(3_600));
+    let b = CircuitBreaker::with_parts(config, CoarseClock, Counters::default()).unwrap();
+    if open {
+        let _ = b.call(|| Err::<(), ()>(()));
+    }
+    for _ in 0..CALLS {
+        let _ = black_box(poll_now(b.run(std::future::ready(Ok::<u64, ()>(black_box(1))))));
+    }
+}
+
+/// One request through the tower `BreakerService` (counters on), CLOSED or OPEN: poll_ready,
+/// call, the response polled once.
+fn tower(open: bool) {
+    let config = Config::default().failure_threshold(1).recovery_timeout(Duration::from_secs(3_600));
+    let breaker = CircuitBreaker::with_parts(config, CoarseClock, Counters::default()).unwrap();
+    let mut service = BreakerLayer::new(std::sync::Arc::new(breaker)).layer(Answer);
+    if open {
+        let _ = through(&mut service, 0);
+    }
+    for _ in 0..CALLS {
+        let _ = black_box(through(&mut service, black_box(1)));
+    }
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("closed/none") => run(NoMetrics, false),
@@ -79,6 +108,23 @@ fn main() {
         Some("rate/count") => rate(SlidingWindow::Calls(100), false),
         Some("rate/time") => rate(SlidingWindow::Time(Duration::from_secs(10)), false),
         Some("rate/time_failure") => rate(SlidingWindow::Time(Duration::from_secs(10)), true),
+        Some("future/closed") => future(false),
+        Some("future/open") => future(true),
+        Some("tower/closed") => tower(false),
+        Some("tower/open") => tower(true),
+        Some("tower/static") => {
+            let breaker: &'static CircuitBreaker = Box::leak(Box::new(CircuitBreaker::new(Config::default()).unwrap()));
+            let mut service = BreakerLayer::new(breaker).layer(Answer);
+            for _ in 0..CALLS {
+                let _ = black_box(through(&mut service, black_box(1)));
+            }
+        }
+        Some("tower/none") => {
+            let mut service = Answer;
+            for _ in 0..CALLS {
+                let _ = black_box(through(&mut service, black_box(1)));
+            }
+        }
         Some("clock") => {
             for _ in 0..CALLS {
                 black_box(cb_core::Clock::now(&CoarseClock));

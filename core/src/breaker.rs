@@ -3,13 +3,15 @@
 
 use core::cell::Cell;
 use core::fmt;
+use core::future::Future;
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use crate::loom::Ordering;
 use crate::word::{Admission, Command, Limits, Outcome, Quick, Snapshot, Step, Ticket};
 use crate::window::{Window, WindowTotals};
+use crate::future::{Classify, ErrIsFailure, Guarded};
 use crate::{Clock, Config, ConfigError, Counters, DefaultClock, LocalWord, Metrics, State, Store, Transition, WallAnchor};
 
 type Listener = Box<dyn Fn(&Transition) + Send + Sync>;
@@ -163,6 +165,89 @@ pub enum CallError<E> {
     Rejected(Rejected),
     /// The call ran and returned this error (counted as the classifier said).
     Inner(E),
+}
+
+impl<E> CallError<E> {
+    /// Whether the breaker rejected the call (it never ran).
+    ///
+    /// ```
+    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
+    /// breaker.force_open();
+    /// assert!(breaker.call(|| Ok::<(), ()>(())).unwrap_err().is_rejected());
+    /// ```
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, CallError::Rejected(_))
+    }
+
+    /// The rejection, if the call was rejected.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, State};
+    /// let breaker = CircuitBreaker::new(Default::default()).unwrap().named("quotes");
+    /// breaker.force_open();
+    /// let err = breaker.call(|| Ok::<(), ()>(())).unwrap_err();
+    /// let rejected = err.rejected().unwrap();
+    /// assert_eq!((rejected.state(), rejected.breaker_name()), (State::ForcedOpen, Some("quotes")));
+    /// ```
+    pub fn rejected(&self) -> Option<&Rejected> {
+        match self {
+            CallError::Rejected(r) => Some(r),
+            CallError::Inner(_) => None,
+        }
+    }
+
+    /// The call's own error, if it ran and failed.
+    ///
+    /// ```
+    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
+    /// assert_eq!(breaker.call(|| Err::<(), _>("refused")).unwrap_err().inner(), Some(&"refused"));
+    /// ```
+    pub fn inner(&self) -> Option<&E> {
+        match self {
+            CallError::Inner(e) => Some(e),
+            CallError::Rejected(_) => None,
+        }
+    }
+
+    /// The call's own error, or `None` if the call was rejected.
+    ///
+    /// ```
+    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
+    /// assert_eq!(breaker.call(|| Err::<(), _>("refused")).unwrap_err().into_inner(), Some("refused"));
+    /// breaker.force_open();
+    /// assert_eq!(breaker.call(|| Err::<(), _>("refused")).unwrap_err().into_inner(), None);
+    /// ```
+    pub fn into_inner(self) -> Option<E> {
+        match self {
+            CallError::Inner(e) => Some(e),
+            CallError::Rejected(_) => None,
+        }
+    }
+
+    /// The call's own error as a boxed error, or the [`Rejected`] boxed (find it again with
+    /// `downcast_ref::<Rejected>()`). For stacks whose errors are all boxed (tower's
+    /// `BoxError`), where the inner error is already a box: `CallError<Box<dyn Error>>` is not
+    /// itself an `Error`, this is.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Rejected};
+    /// type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    /// let breaker = CircuitBreaker::new(Default::default()).unwrap();
+    /// let failed = breaker.call(|| Err::<(), BoxError>("refused".into())).unwrap_err();
+    /// assert_eq!(failed.into_box_error().to_string(), "refused");
+    /// breaker.force_open();
+    /// let rejected = breaker.call(|| Ok::<(), BoxError>(())).unwrap_err().into_box_error();
+    /// assert!(rejected.downcast_ref::<Rejected>().is_some());
+    /// ```
+    pub fn into_box_error(self) -> Box<dyn std::error::Error + Send + Sync>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match self {
+            CallError::Rejected(r) => Box::new(r),
+            CallError::Inner(e) => e.into(),
+        }
+    }
 }
 
 impl<E: fmt::Display> fmt::Display for CallError<E> {
@@ -393,6 +478,24 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         self.admit_ticket().map(|ticket| Permit { breaker: self, ticket: Some(ticket) })
     }
 
+    /// [`CircuitBreaker::admit`] for a breaker in an `Arc`: the [`OwnedPermit`] holds a clone of
+    /// the `Arc` instead of a borrow, so it is `'static` and `Send` and can go into a spawned
+    /// task or a `tower` response future. Dropped without an outcome it reports
+    /// [`Outcome::Ignored`], as a [`Permit`] does.
+    ///
+    /// ```
+    /// use cb_core::CircuitBreaker;
+    /// use std::sync::Arc;
+    /// let breaker = Arc::new(CircuitBreaker::new(Default::default()).unwrap());
+    /// let permit = breaker.admit_owned().expect("closed admits");
+    /// std::thread::spawn(move || permit.success()).join().unwrap();
+    /// assert_eq!(breaker.metrics().totals().successes, 1);
+    /// ```
+    #[inline]
+    pub fn admit_owned(self: &Arc<Self>) -> Result<OwnedPermit<C, M, S>, Rejected> {
+        self.admit_ticket().map(|ticket| OwnedPermit { breaker: Arc::clone(self), ticket, reported: false })
+    }
+
     /// [`CircuitBreaker::admit`] without the guard: the caller must pass the ticket to
     /// [`CircuitBreaker::record`] exactly once, or a HALF_OPEN slot stays taken until the probe
     /// timeout. For bindings that keep the ticket in their own object.
@@ -591,6 +694,82 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         result.map_err(CallError::Inner)
     }
 
+    /// The async [`CircuitBreaker::call`]: if admitted, calls `f` for its future and returns a
+    /// [`Guarded`] future that awaits it; `Ok` counts as success and `Err` as failure. If
+    /// rejected, `f` is not called and the returned future resolves to
+    /// [`CallError::Rejected`] at once.
+    ///
+    /// Admission happens here, when `call_async` is called, not at the first poll. Dropping the
+    /// returned future before it completes counts as [`Outcome::Ignored`] and frees a
+    /// HALF_OPEN probe slot. No runtime is needed and nothing is allocated.
+    ///
+    /// ```
+    /// use cb_core::CircuitBreaker;
+    /// use futures_executor::block_on;
+    ///
+    /// async fn fetch_price(symbol: &str) -> Result<f64, std::io::Error> {
+    ///     Ok(if symbol == "AAPL" { 150.25 } else { 0.0 })
+    /// }
+    ///
+    /// let breaker = CircuitBreaker::new(Default::default()).unwrap();
+    /// let price = block_on(breaker.call_async(|| fetch_price("AAPL"))).unwrap();
+    /// assert_eq!(price, 150.25);
+    /// ```
+    #[inline]
+    pub fn call_async<Fut, T, E>(&self, f: impl FnOnce() -> Fut) -> Guarded<Permit<'_, C, M, S>, Fut>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_async_classified(ErrIsFailure, f)
+    }
+
+    /// [`CircuitBreaker::call_async`] with a [`Classify`] deciding what the result counts as
+    /// (any `Fn(&Result<T, E>) -> Outcome` closure is one).
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, Outcome, State};
+    /// use futures_executor::block_on;
+    ///
+    /// let breaker = CircuitBreaker::new(Config::default().failure_threshold(1)).unwrap();
+    /// let client_errors_are_ours = |r: &Result<(), u16>| match r {
+    ///     Ok(()) => Outcome::Success,
+    ///     Err(status) if *status < 500 => Outcome::Ignored,
+    ///     Err(_) => Outcome::Failure,
+    /// };
+    /// let _ = block_on(breaker.call_async_classified(client_errors_are_ours, || async { Err(404) }));
+    /// assert_eq!(breaker.state(), State::Closed);
+    /// let _ = block_on(breaker.call_async_classified(client_errors_are_ours, || async { Err(503) }));
+    /// assert_eq!(breaker.state(), State::Open);
+    /// ```
+    #[inline]
+    pub fn call_async_classified<Fut, T, E, K>(&self, classify: K, f: impl FnOnce() -> Fut) -> Guarded<Permit<'_, C, M, S>, Fut, K>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        K: Classify<T, E>,
+    {
+        match self.admit() {
+            Ok(permit) => Guarded::admitted(permit, f(), classify),
+            Err(rejected) => Guarded::rejected(rejected),
+        }
+    }
+
+    /// Runs a future you already have under the breaker: [`CircuitBreaker::call_async`]`(|| future)`.
+    /// If rejected, `future` is dropped without being polled.
+    ///
+    /// ```
+    /// use cb_core::CircuitBreaker;
+    /// let breaker = CircuitBreaker::new(Default::default()).unwrap();
+    /// let answer = futures_executor::block_on(breaker.run(async { Ok::<_, ()>(42) }));
+    /// assert_eq!(answer, Ok(42));
+    /// ```
+    #[inline]
+    pub fn run<Fut, T, E>(&self, future: Fut) -> Guarded<Permit<'_, C, M, S>, Fut>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_async(|| future)
+    }
+
     /// The state now. An elapsed OPEN reads HALF_OPEN, and that transition is written and
     /// announced (once, by whichever reader or caller gets there first).
     ///
@@ -782,6 +961,47 @@ impl<C: Clock, M: Metrics, S: Store> Permit<'_, C, M, S> {
         self.ticket.take().and_then(|ticket| self.breaker.record(ticket, outcome))
     }
 
+    /// Runs `future` under this permit: the returned [`Guarded`] future records `Ok` as
+    /// success and `Err` as failure when it completes, and [`Outcome::Ignored`] if dropped
+    /// before (its error type is [`CallError`], though it is never `Rejected`).
+    ///
+    /// ```
+    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
+    /// let permit = breaker.admit().unwrap(); // rejections handled here, before any future exists
+    /// assert_eq!(futures_executor::block_on(permit.run(async { Ok::<_, ()>(1) })), Ok(1));
+    /// assert_eq!(breaker.metrics().totals().successes, 1);
+    /// ```
+    #[inline]
+    pub fn run<Fut, T, E>(self, future: Fut) -> Guarded<Self, Fut>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        Guarded::admitted(self, future, ErrIsFailure)
+    }
+
+    /// [`Permit::run`] with a [`Classify`] deciding what the result counts as.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Outcome};
+    /// let breaker = CircuitBreaker::new(Default::default()).unwrap();
+    /// let cancelled_is_nothing = |r: &Result<(), &str>| match r {
+    ///     Err("cancelled") => Outcome::Ignored,
+    ///     Err(_) => Outcome::Failure,
+    ///     Ok(()) => Outcome::Success,
+    /// };
+    /// let run = breaker.admit().unwrap().run_classified(cancelled_is_nothing, async { Err("cancelled") });
+    /// let _ = futures_executor::block_on(run);
+    /// assert_eq!(breaker.metrics().totals().ignored, 1);
+    /// ```
+    #[inline]
+    pub fn run_classified<Fut, T, E, K>(self, classify: K, future: Fut) -> Guarded<Self, Fut, K>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        K: Classify<T, E>,
+    {
+        Guarded::admitted(self, future, classify)
+    }
+
     /// Detaches the guard: the caller now owns the slot and must pass the ticket to
     /// [`CircuitBreaker::record`] exactly once (or a HALF_OPEN slot stays taken until the probe
     /// timeout). For bindings and for moving an outcome to another thread.
@@ -822,5 +1042,159 @@ impl<C: Clock, M: Metrics, S: Store> Drop for Permit<'_, C, M, S> {
 impl<C: Clock, M: Metrics, S: Store> fmt::Debug for Permit<'_, C, M, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit").field("ticket", &self.ticket).finish()
+    }
+}
+
+/// A [`Permit`] that owns a share of its breaker instead of borrowing it, from
+/// [`CircuitBreaker::admit_owned`]: `'static` and `Send`, for spawned tasks and response
+/// futures. Report how the call ended with [`OwnedPermit::success`], [`OwnedPermit::failure`]
+/// or [`OwnedPermit::ignore`]; dropping it unreported counts as [`Outcome::Ignored`], so a
+/// HALF_OPEN slot is never kept.
+///
+/// ```
+/// use cb_core::{CircuitBreaker, Config};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// let breaker = Arc::new(CircuitBreaker::new(Config::default().failure_threshold(1).recovery_timeout(Duration::ZERO)).unwrap());
+/// breaker.admit_owned().unwrap().failure();
+/// let probe = breaker.admit_owned().unwrap();   // the one probe slot
+/// assert!(probe.is_probe());
+/// assert!(breaker.admit_owned().is_err());       // taken
+/// std::thread::spawn(move || drop(probe)).join().unwrap(); // released on another thread
+/// assert!(breaker.admit_owned().is_ok());
+/// ```
+#[must_use = "a permit reports its outcome; dropping it at once counts as Ignored"]
+pub struct OwnedPermit<C: Clock = DefaultClock, M: Metrics = Counters, S: Store = LocalWord> {
+    breaker: Arc<CircuitBreaker<C, M, S>>,
+    ticket: Ticket,
+    /// Set once the ticket is recorded or handed out, so it is recorded at most once.
+    reported: bool,
+}
+
+impl<C: Clock, M: Metrics, S: Store> OwnedPermit<C, M, S> {
+    /// The call succeeded.
+    #[inline]
+    pub fn success(self) {
+        self.record(Outcome::Success);
+    }
+
+    /// The call failed.
+    #[inline]
+    pub fn failure(self) {
+        self.record(Outcome::Failure);
+    }
+
+    /// The call ended in a way that says nothing about the dependency.
+    #[inline]
+    pub fn ignore(self) {
+        self.record(Outcome::Ignored);
+    }
+
+    /// Reports `outcome`; returns the transition it made, if any (see
+    /// [`CircuitBreaker::record`]).
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, Outcome, State};
+    /// use std::sync::Arc;
+    /// let breaker = Arc::new(CircuitBreaker::new(Config::default().failure_threshold(1)).unwrap());
+    /// let permit = breaker.admit_owned().unwrap();
+    /// assert_eq!(permit.record(Outcome::Failure).unwrap().to, State::Open);
+    /// ```
+    #[inline(always)]
+    pub fn record(mut self, outcome: Outcome) -> Option<Transition> {
+        self.reported = true;
+        self.breaker.record(self.ticket, outcome)
+    }
+
+    /// Runs `future` under this permit, as [`Permit::run`] does; the returned future is
+    /// `'static` (if `future` is), so it can be spawned.
+    ///
+    /// ```
+    /// use cb_core::CircuitBreaker;
+    /// use std::sync::Arc;
+    /// let breaker = Arc::new(CircuitBreaker::new(Default::default()).unwrap());
+    /// let call = breaker.admit_owned().unwrap().run(async { Ok::<_, ()>("pong") });
+    /// let answer = std::thread::spawn(move || futures_executor::block_on(call)).join().unwrap();
+    /// assert_eq!(answer, Ok("pong"));
+    /// ```
+    #[inline]
+    pub fn run<Fut, T, E>(self, future: Fut) -> Guarded<Self, Fut>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        Guarded::admitted(self, future, ErrIsFailure)
+    }
+
+    /// [`OwnedPermit::run`] with a [`Classify`] deciding what the result counts as.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Outcome};
+    /// use std::sync::Arc;
+    /// let breaker = Arc::new(CircuitBreaker::new(Default::default()).unwrap());
+    /// let never_counts = |_: &Result<(), ()>| Outcome::Ignored;
+    /// let _ = futures_executor::block_on(breaker.admit_owned().unwrap().run_classified(never_counts, async { Err(()) }));
+    /// assert_eq!(breaker.metrics().totals().failures, 0);
+    /// ```
+    #[inline]
+    pub fn run_classified<Fut, T, E, K>(self, classify: K, future: Fut) -> Guarded<Self, Fut, K>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        K: Classify<T, E>,
+    {
+        Guarded::admitted(self, future, classify)
+    }
+
+    /// Detaches the guard, as [`Permit::into_ticket`] does: the caller must pass the ticket to
+    /// [`CircuitBreaker::record`] exactly once.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Outcome};
+    /// use std::sync::Arc;
+    /// let breaker = Arc::new(CircuitBreaker::new(Default::default()).unwrap());
+    /// let ticket = breaker.admit_owned().unwrap().into_ticket();
+    /// breaker.record(ticket, Outcome::Success);
+    /// assert_eq!(breaker.metrics().totals().successes, 1);
+    /// ```
+    pub fn into_ticket(mut self) -> Ticket {
+        self.reported = true;
+        self.ticket
+    }
+
+    /// Whether this call is a HALF_OPEN probe.
+    pub fn is_probe(&self) -> bool {
+        self.ticket.is_probe()
+    }
+
+    /// The generation the call was admitted in (see [`Permit::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.ticket.generation()
+    }
+
+    /// The breaker that admitted the call.
+    ///
+    /// ```
+    /// use cb_core::CircuitBreaker;
+    /// use std::sync::Arc;
+    /// let breaker = Arc::new(CircuitBreaker::new(Default::default()).unwrap().named("quotes"));
+    /// assert_eq!(breaker.admit_owned().unwrap().breaker().name(), Some("quotes"));
+    /// ```
+    pub fn breaker(&self) -> &Arc<CircuitBreaker<C, M, S>> {
+        &self.breaker
+    }
+}
+
+impl<C: Clock, M: Metrics, S: Store> Drop for OwnedPermit<C, M, S> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.reported {
+            self.breaker.record(self.ticket, Outcome::Ignored);
+        }
+    }
+}
+
+impl<C: Clock, M: Metrics, S: Store> fmt::Debug for OwnedPermit<C, M, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ticket = (!self.reported).then_some(self.ticket);
+        f.debug_struct("OwnedPermit").field("breaker", &self.breaker.name).field("ticket", &ticket).finish()
     }
 }

@@ -39,6 +39,10 @@
 //! - The word lives in a [`Store`]: [`LocalWord`] in this process by default. The CAS loop and
 //!   the transitions do not know where it is.
 //! - Time is a [`Clock`]; counters are a [`Metrics`]; transitions go to one listener.
+//! - Futures run under a [`Permit`] or an [`OwnedPermit`] inside a [`Guarded`] future
+//!   ([`CircuitBreaker::call_async`]); a [`Classify`] decides what their result counts as. No
+//!   runtime is needed. With the `tower` feature, `BreakerLayer` puts a breaker in front of any
+//!   tower service (see the `tower` module).
 
 #![warn(missing_docs)]
 
@@ -47,19 +51,23 @@ mod clock;
 mod config;
 #[cfg(feature = "redis")]
 pub mod fleet;
+mod future;
 mod loom;
 mod metrics;
 #[cfg(all(unix, feature = "shared-memory"))]
 pub mod shared;
 mod store;
 pub mod window;
+#[cfg(feature = "tower")]
+pub mod tower;
 pub mod word;
 
 use core::fmt;
 
-pub use breaker::{CallError, CircuitBreaker, Permit, Rejected};
+pub use breaker::{CallError, CircuitBreaker, OwnedPermit, Permit, Rejected};
 pub use clock::{CachedClock, Clock, CoarseClock, DefaultClock, ManualClock, MonotonicClock, WallAnchor, WallClock};
 pub use config::{Config, ConfigError, MAX_TIMEOUT};
+pub use future::{AnyPermit, Classify, ErrIsFailure, Guarded};
 pub use metrics::{Counters, Metrics, NoMetrics, Totals, STRIPES};
 #[cfg(all(unix, feature = "shared-memory"))]
 pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, SharedSlot, SlotWord};
@@ -67,12 +75,15 @@ pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, Shared
 pub use fleet::{FleetEvent, RedisBreaker, RedisError, RedisFleet, RedisOptions, RedisSlot, RedisWord};
 pub use store::{LocalWord, Store};
 pub use window::{SlidingWindow, Window, WindowTotals, MAX_BUCKET_CALLS, MAX_WINDOW_CALLS, MAX_WINDOW_TIME, WINDOW_BUCKETS};
+#[cfg(feature = "tower")]
+pub use tower::{BreakerHandle, BreakerLayer, BreakerService};
 pub use word::{Admission, Command, Limits, Outcome, Snapshot, Step, Ticket, CLOCK_SKEW_TICKS};
 
 /// The README's Rust examples, compiled and run as doctests so they cannot rot (with the
-/// shared-memory and redis features, which two of them use; `make test-rust` turns them on).
+/// shared-memory, redis and tower features, which three of them use; `make test-rust` turns
+/// them on).
 #[doc = include_str!("../../README.md")]
-#[cfg(all(doctest, unix, feature = "shared-memory", feature = "redis"))]
+#[cfg(all(doctest, unix, feature = "shared-memory", feature = "redis", feature = "tower"))]
 pub struct ReadmeDoctests;
 
 /// A breaker's state.

@@ -39,6 +39,8 @@ LONG = 3600
 SHARED = f"/dev/shm/cb-python-bench-{os.getpid()}" if os.path.isdir("/dev/shm") else None
 OURS, OURS_SHARED = "circuit_breaker (ours)", "circuit_breaker, shared memory"
 OURS_REDIS, PYB_REDIS = "circuit_breaker, Redis", "pybreaker + CircuitRedisStorage"
+OURS_RATE = "circuit_breaker, failure-rate policy"
+RATE = dict(failure_rate_threshold=0.5, minimum_calls=100, window_seconds=10)
 # Libraries whose every call is a network round trip are timed on fewer calls per sample.
 SLOW = {PYB_REDIS}
 
@@ -100,9 +102,11 @@ def make_closed() -> Dict[str, Callable[[], object]]:
     # is measured the way its users call it.
     cb_f = circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=LONG)(f)
     base = baseline.CircuitBreaker("bench")
+    rate = circuit_breaker.CircuitBreaker("bench-rate", **RATE)  # type: ignore[arg-type]
     cases: Dict[str, Callable[[], object]] = {
         OURS: lambda: ours.call(f),
         OURS_SHARED: lambda: shared.call(f),
+        OURS_RATE: lambda: rate.call(f),
         "pybreaker": lambda: pyb.call(f),
         "circuitbreaker": cb_f,
         "pure-Python baseline": lambda: base.call(f),
@@ -122,7 +126,8 @@ def make_open() -> Dict[str, Tuple[Callable[[], object], type]]:
     cb = circuitbreaker.CircuitBreaker(failure_threshold=1, recovery_timeout=LONG)
     cb_failing, cb_f = cb(failing), cb(f)
     base = baseline.CircuitBreaker("bench", failure_threshold=1, recovery_timeout_seconds=LONG)
-    for trip in [lambda: ours.call(failing), lambda: shared.call(failing), cb_failing, lambda: base.call(failing)]:
+    rate = circuit_breaker.CircuitBreaker("bench-rate-open", failure_threshold=1, recovery_timeout_seconds=LONG, **RATE)  # type: ignore[arg-type]
+    for trip in [lambda: ours.call(failing), lambda: shared.call(failing), lambda: rate.call(failing), cb_failing, lambda: base.call(failing)]:
         try:
             trip()
         except ValueError:
@@ -131,6 +136,7 @@ def make_open() -> Dict[str, Tuple[Callable[[], object], type]]:
     cases: Dict[str, Tuple[Callable[[], object], type]] = {
         OURS: (lambda: ours.call(f), circuit_breaker.CircuitBreakerOpenError),
         OURS_SHARED: (lambda: shared.call(f), circuit_breaker.CircuitBreakerOpenError),
+        OURS_RATE: (lambda: rate.call(f), circuit_breaker.CircuitBreakerOpenError),
         "pybreaker": (lambda: pyb.call(f), pybreaker.CircuitBreakerError),
         "circuitbreaker": (cb_f, circuitbreaker.CircuitBreakerError),
         "pure-Python baseline": (lambda: base.call(f), baseline.CircuitBreakerOpenError),
@@ -231,6 +237,7 @@ def main() -> None:
     parallel = {
         OURS: circuit_breaker.CircuitBreaker("par").call,
         OURS_SHARED: circuit_breaker.CircuitBreaker("par", shared_memory=SHARED).call,
+        OURS_RATE: circuit_breaker.CircuitBreaker("par-rate", **RATE).call,  # type: ignore[arg-type]
         "pybreaker": pybreaker.CircuitBreaker(fail_max=5, reset_timeout=LONG).call,
         "circuitbreaker": lambda fn: cb_par(fn)(),
         "pure-Python baseline": baseline.CircuitBreaker("par").call,
@@ -264,6 +271,8 @@ def main() -> None:
     extra_closed = med[f"closed/{OURS_SHARED}"] - med[f"closed/{OURS}"]
     extra_open = med[f"open/{OURS_SHARED}"] - med[f"open/{OURS}"]
     print(f"Shared memory minus in-process, same run: CLOSED call {extra_closed:+.1f} ns, OPEN rejection {extra_open:+.1f} ns.")
+    rate_closed = med[f"closed/{OURS_RATE}"] - med[f"closed/{OURS}"]
+    print(f"Failure-rate policy (10 s window) minus consecutive-only, same run: CLOSED call {rate_closed:+.1f} ns.")
     if REDIS_URL:
         ratio_closed = (med[f"closed/{OURS_REDIS}"] - floor_call) / ours_closed
         ratio_open = med[f"open/{OURS_REDIS}"] / ours_open

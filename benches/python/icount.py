@@ -17,7 +17,15 @@ import sys
 
 import circuit_breaker
 
-CASES = {"call": "floor", "call_shared": "floor", "decorated": "floor", "reject": "raise", "reject_shared": "raise"}
+CASES = {
+    "call": "floor",
+    "call_shared": "floor",
+    "call_rate_count": "floor",
+    "call_rate_time": "floor",
+    "decorated": "floor",
+    "reject": "raise",
+    "reject_shared": "raise",
+}
 
 
 def report() -> None:
@@ -124,6 +132,9 @@ RUNS = {
     "floor": floor,
     "call": call,
     "call_shared": in_shared_memory(call),
+    # A failure-rate policy over the last 100 calls / the last 10 s.
+    "call_rate_count": lambda n: call(n, failure_rate_threshold=0.5, window_calls=100),
+    "call_rate_time": lambda n: call(n, failure_rate_threshold=0.5, window_seconds=10),
     "decorated": decorated,
     "raise": raise_,
     "reject": reject,

@@ -506,7 +506,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// let ticket = breaker.admit_ticket().unwrap();
     /// breaker.record(ticket, Outcome::Success);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn admit_ticket(&self) -> Result<Ticket, Rejected> {
         // The two hot paths decide on one load and write nothing: CLOSED/DISABLED admit, OPEN
         // before its timeout rejects after one clock read. Everything else is out of line, with
@@ -521,9 +521,8 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
 
     /// Stamps a CLOSED admission with its start time (a slow-call policy times calls).
     #[inline(never)]
-    fn timed(&self, mut ticket: Ticket) -> Ticket {
-        ticket.started = self.clock.now();
-        ticket
+    fn timed(&self, ticket: Ticket) -> Ticket {
+        ticket.stamped(self.clock.now())
     }
 
     #[inline(never)]
@@ -555,39 +554,57 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// ```
     #[inline(always)]
     pub fn record(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
-        if let Some(window) = &self.window {
-            return self.record_windowed(window, ticket, outcome);
-        }
-        self.record_consecutive(ticket, outcome)
-    }
-
-    /// [`CircuitBreaker::record`] with the rate policies: a call admitted in CLOSED, in the
-    /// generation still current, is counted in the window, which may trip the breaker; then
-    /// the consecutive count, as without a window.
-    #[inline(never)]
-    fn record_windowed(&self, window: &Window, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
-        let Some(rates) = &self.limits.rates else { return self.record_consecutive(ticket, outcome) };
-        let current = self.store.load();
-        if !ticket.probe && outcome != Outcome::Ignored && current.generation() == ticket.generation && current.stored_state() == State::Closed {
-            let at = if rates.by_time || rates.slow_ticks > 0 { self.clock.now() } else { 0 };
-            let slow = rates.slow_ticks > 0 && at.saturating_sub(ticket.started) >= rates.slow_ticks;
-            if let Some(reason) = window.record(ticket.generation, outcome == Outcome::Failure, slow, at, rates) {
-                return self.trip(current, ticket, outcome, reason);
+        if outcome == Outcome::Success {
+            self.metrics.on_success();
+            // A success in CLOSED with nothing pending writes nothing and reads no clock (with
+            // a rate policy it is counted in the window, out of line).
+            let current = self.store.load();
+            if self.window.is_none() {
+                if current.ignores_quietly(outcome) {
+                    return None;
+                }
+                return self.record_slow(current, ticket, outcome, LazyNow::new(&self.clock));
             }
+            return self.record_success_windowed(current, ticket);
         }
-        self.record_consecutive(ticket, outcome)
+        self.record_failure_or_ignored(ticket, outcome)
     }
 
-    /// The window decided to trip: one compare-and-set on the word (only from the generation
-    /// the call was admitted in, so exactly one of the racing deciders makes it).
+    /// A success with a rate policy: counted in the window, then as without.
+    #[inline(never)]
+    fn record_success_windowed(&self, current: Snapshot, ticket: Ticket) -> Option<Transition> {
+        let tripped = self.window_trip(ticket, Outcome::Success);
+        if current.ignores_quietly(Outcome::Success) && tripped.is_none() {
+            return None;
+        }
+        let transition = self.record_slow(self.store.load(), ticket, Outcome::Success, LazyNow::new(&self.clock));
+        tripped.or(transition)
+    }
+
+    /// Counts a call in the rate policies' window (a call admitted in CLOSED; not a probe, not
+    /// ignored) and, when that trips the breaker, makes the trip and returns it. The word is
+    /// not read for the window: a call of a generation that has ended is counted under its own
+    /// generation's tag, which the current window never reads (and a trip it decides is a
+    /// compare-and-set from that ended generation: a no-op).
+    #[inline]
+    fn window_trip(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
+        let (window, rates) = (self.window.as_deref()?, self.limits.rates.as_ref()?);
+        if ticket.probe || outcome == Outcome::Ignored {
+            return None;
+        }
+        let at = if rates.by_time || rates.slow_ticks > 0 { self.clock.now() } else { 0 };
+        let slow = rates.slow_ticks > 0 && at.saturating_sub(ticket.started()) >= rates.slow_ticks;
+        let reason = window.record(ticket.generation(), outcome == Outcome::Failure, slow, at, rates)?;
+        self.trip(ticket, reason)
+    }
+
+    /// The window decided to trip: one compare-and-set on the word (only from the CLOSED
+    /// generation the call was admitted in, so exactly one of the racing deciders makes it).
     #[cold]
     #[inline(never)]
-    fn trip(&self, current: Snapshot, ticket: Ticket, outcome: Outcome, reason: crate::Reason) -> Option<Transition> {
+    fn trip(&self, ticket: Ticket, reason: crate::Reason) -> Option<Transition> {
         let now = LazyNow::new(&self.clock);
-        let tripped = self.update_from(current, &now, |s| s.trip(ticket, reason, || now.get())).1;
-        // Counted in the metrics; stale for the word now, so it changes nothing more.
-        let later = self.record_consecutive(ticket, outcome);
-        tripped.or(later)
+        self.update(&now, |s| s.trip(ticket, reason, || now.get())).1
     }
 
     /// What the window of the rate policies holds now (`None` without a rate policy).
@@ -610,22 +627,25 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         Some(window.totals(current.generation(), now, &rates))
     }
 
-    #[inline(always)]
-    fn record_consecutive(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
-        if outcome == Outcome::Success {
-            self.metrics.on_success();
-            // A success in CLOSED with nothing pending writes nothing and reads no clock.
-            let current = self.store.load();
-            if current.ignores_quietly(outcome) {
-                return None;
-            }
-            return self.record_slow(current, ticket, outcome, LazyNow::new(&self.clock));
-        }
-        self.record_failure_or_ignored(ticket, outcome)
-    }
-
     #[inline(never)]
     fn record_failure_or_ignored(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
+        if self.window.is_some() {
+            return self.record_failure_windowed(ticket, outcome);
+        }
+        self.record_failure_or_ignored_consecutive(ticket, outcome)
+    }
+
+    /// A failure (or ignored call) with a rate policy: counted in the window, then as without.
+    #[inline(never)]
+    fn record_failure_windowed(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
+        let tripped = self.window_trip(ticket, outcome);
+        // Counted in the metrics (and, if the window tripped it, stale for the word now).
+        let transition = self.record_failure_or_ignored_consecutive(ticket, outcome);
+        tripped.or(transition)
+    }
+
+    #[inline(always)]
+    fn record_failure_or_ignored_consecutive(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
         let now = LazyNow::new(&self.clock);
         if outcome == Outcome::Failure {
             self.metrics.on_failure(if self.metrics.wants_failure_time() { now.get() } else { 0 });

@@ -205,7 +205,8 @@ impl RateLimits {
 /// The sliding window of one breaker: see the [module docs](self).
 #[repr(C)]
 pub struct Window {
-    /// Calls recorded so far, for count-based windows (never reset: epochs keep increasing).
+    /// The current epoch of a count-based window: the bucket calls go to now. The call that
+    /// fills a bucket moves it on (never reset: epochs keep increasing).
     seq: AtomicU64,
     buckets: [AtomicU64; WINDOW_BUCKETS],
 }
@@ -248,31 +249,40 @@ fn after(a: u64, b: u64, bits: u32) -> bool {
 impl Window {
     /// The epoch of a call recorded now (count-based: takes the next call number).
     #[inline]
-    fn next_epoch(&self, now: u64, limits: &RateLimits) -> u64 {
-        if limits.by_time {
-            limits.epoch_of(now)
-        } else {
-            limits.epoch_of(self.seq.fetch_add(1, Ordering::Relaxed))
-        }
-    }
-
     fn current_epoch(&self, now: u64, limits: &RateLimits) -> u64 {
         if limits.by_time {
             limits.epoch_of(now)
         } else {
-            limits.epoch_of(self.seq.load(Ordering::Relaxed).saturating_sub(1))
+            self.seq.load(Ordering::Acquire)
+        }
+    }
+
+    /// A count-based window's bucket for `epoch` is full: the next call moves the window on to
+    /// the next bucket (one of racing callers does; the others follow it). Calls that raced
+    /// into the full bucket before it moved are counted in it.
+    #[cold]
+    #[inline(never)]
+    fn move_on(&self, epoch: u64) -> u64 {
+        match self.seq.compare_exchange(epoch, epoch + 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => epoch + 1,
+            Err(now) => now,
         }
     }
 
     /// Counts one call of `generation` (a failure and/or slow) and, when it was a failure or
     /// slow, says whether the window's rates now trip the breaker.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record(&self, generation: u64, failed: bool, slow: bool, now: u64, limits: &RateLimits) -> Option<crate::Reason> {
-        let epoch = self.next_epoch(now, limits);
+        let mut epoch = self.current_epoch(now, limits);
+        let mut bucket = &self.buckets[(epoch % WINDOW_BUCKETS as u64) as usize];
+        let mut current = bucket.load(Ordering::Acquire);
+        if !limits.by_time && counts(current).calls >= limits.per_bucket && tag_of(current) == tag(generation, epoch) {
+            epoch = self.move_on(epoch);
+            bucket = &self.buckets[(epoch % WINDOW_BUCKETS as u64) as usize];
+            current = bucket.load(Ordering::Acquire);
+        }
         let ours = tag(generation, epoch);
         let add = (1 << CALLS_SHIFT) | (u64::from(failed) << FAIL_SHIFT) | (u64::from(slow) << SLOW_SHIFT);
-        let bucket = &self.buckets[(epoch % WINDOW_BUCKETS as u64) as usize];
-        let current = bucket.load(Ordering::Acquire);
         // The common case: the bucket is this slice's already, and not full.
         let counted = tag_of(current) == ours
             && counts(current).calls < MAX_BUCKET_CALLS

@@ -214,11 +214,11 @@ pub(crate) enum Quick {
 /// [`crate::Permit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket {
-    pub(crate) generation: u64,
+    /// The generation in the low 16 bits; above them, when the breaker times its calls (a
+    /// slow-call policy), the admission time in ticks (else 0). Packed so that a ticket stays
+    /// two registers wide and the hot paths keep it in registers.
+    pub(crate) stamp: u64,
     pub(crate) probe: bool,
-    /// When the call was admitted, in ticks, if the breaker times its calls (a slow-call
-    /// policy); else 0.
-    pub(crate) started: u64,
 }
 
 impl Ticket {
@@ -243,9 +243,29 @@ impl Ticket {
     /// assert_eq!(ticket.generation(), 7);
     /// ```
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.stamp & TICKET_GENERATION_MASK
+    }
+
+    /// A ticket for a call admitted in `generation`.
+    pub(crate) const fn new(generation: u64, probe: bool) -> Ticket {
+        Ticket { stamp: generation, probe }
+    }
+
+    /// When the call was admitted (ticks), if stamped; else 0.
+    pub(crate) fn started(&self) -> u64 {
+        self.stamp >> TICKET_TIME_SHIFT
+    }
+
+    /// The same ticket stamped with its admission time (wrapping at 2^48 ticks, about 8,900
+    /// years of milliseconds).
+    pub(crate) fn stamped(self, now: u64) -> Ticket {
+        Ticket { stamp: self.generation() | (now << TICKET_TIME_SHIFT), probe: self.probe }
     }
 }
+
+const TICKET_TIME_SHIFT: u32 = 16;
+const TICKET_GENERATION_MASK: u64 = mask(TICKET_TIME_SHIFT);
+const _: () = assert!(GENERATION_BITS <= TICKET_TIME_SHIFT);
 
 /// How a call ended, as the caller classifies it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -538,7 +558,7 @@ impl Snapshot {
     pub(crate) fn admit_quick(self, now: impl FnOnce() -> u64, limits: &Limits) -> Quick {
         let tag = self.tag();
         if tag == TAG_CLOSED || tag == TAG_DISABLED {
-            return Quick::Admitted(Ticket { generation: self.generation(), probe: false, started: 0 });
+            return Quick::Admitted(Ticket::new(self.generation(), false));
         }
         let now = now();
         match self.ticks_until_half_open(now, limits) {
@@ -560,7 +580,7 @@ impl Snapshot {
     /// has to decide.
     #[inline(always)]
     pub(crate) fn counts_failure(self, ticket: Ticket, limits: &Limits) -> Option<Snapshot> {
-        let current = self.tag() == TAG_CLOSED && self.generation() == ticket.generation && !ticket.probe;
+        let current = self.tag() == TAG_CLOSED && self.generation() == ticket.generation() && !ticket.probe;
         (current && self.payload() + 1 < limits.failure_threshold).then_some(Snapshot(self.0 + 1))
     }
 
@@ -601,7 +621,7 @@ impl Snapshot {
     #[inline(never)]
     fn admit_slow(self, now: u64, limits: &Limits) -> Step<Admission> {
         let generation = self.generation();
-        let admitted = |generation, probe| Admission::Admitted(Ticket { generation, probe, started: 0 });
+        let admitted = |generation, probe| Admission::Admitted(Ticket::new(generation, probe));
         match self.stored_state() {
             State::Closed | State::Disabled => Step::stay(admitted(generation, false)),
             State::ForcedOpen => {
@@ -660,7 +680,7 @@ impl Snapshot {
     /// assert!(!Snapshot::closed(4, 0).is_current(ticket)); // a reset came in between
     /// ```
     pub fn is_current(self, ticket: Ticket) -> bool {
-        self.generation() == ticket.generation
+        self.generation() == ticket.generation()
             && match self.stored_state() {
                 State::HalfOpen => ticket.probe,
                 State::Closed | State::Disabled => !ticket.probe,
@@ -711,7 +731,7 @@ impl Snapshot {
     /// assert!(opened.trip(ticket, reason, || 8).next.is_none()); // already tripped
     /// ```
     pub fn trip(self, ticket: Ticket, reason: Reason, now: impl FnOnce() -> u64) -> Step {
-        if ticket.probe || self.generation() != ticket.generation || self.stored_state() != State::Closed {
+        if ticket.probe || self.generation() != ticket.generation() || self.stored_state() != State::Closed {
             return Step::stay(());
         }
         let transition = Transition { from: State::Closed, to: State::Open, reason };
@@ -722,7 +742,7 @@ impl Snapshot {
     fn record_slow(self, ticket: Ticket, outcome: Outcome, now: impl FnOnce() -> u64, limits: &Limits) -> Step {
         // Decided on the tag directly (the same rules as `is_current` and `stored_state`, in
         // one match): a stale ticket, or one of the wrong kind for the state, changes nothing.
-        if self.generation() != ticket.generation {
+        if self.generation() != ticket.generation() {
             return Step::stay(());
         }
         let generation = self.generation();

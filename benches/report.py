@@ -19,6 +19,8 @@ ORDER = [
     "closed_failure",
     "half_open_success",
     "contended_closed_success_2_threads",
+    "closed_success_rate_policy",
+    "closed_failure_rate_policy",
     "tower_open_reject",
     "tower_closed_success",
     "future_open_reject",

@@ -187,6 +187,39 @@ impl Config {
         self
     }
 
+    /// The settings in one line, named as the Python package names its arguments: for messages
+    /// such as a configuration that differs from another process's or host's.
+    ///
+    /// ```
+    /// let line = cb_core::Config::default().failure_threshold(3).describe();
+    /// assert!(line.starts_with("failure_threshold=3, recovery_timeout_seconds=60,"));
+    /// ```
+    pub fn describe(&self) -> String {
+        let mut line = format!(
+            "failure_threshold={}, recovery_timeout_seconds={}, success_threshold={}, half_open_max_calls={}, probe_timeout_seconds={}",
+            self.failure_threshold,
+            self.recovery_timeout.as_secs_f64(),
+            self.success_threshold,
+            self.half_open_max_calls,
+            self.probe_timeout.as_secs_f64()
+        );
+        if let Some(rate) = self.failure_rate_threshold {
+            line += &format!(", failure_rate_threshold={rate}");
+        }
+        if let Some(slow) = self.slow_call_duration {
+            let rate = self.slow_call_rate_threshold.unwrap_or(1.0);
+            line += &format!(", slow_call_seconds={}, slow_call_rate_threshold={rate}", slow.as_secs_f64());
+        }
+        if self.has_rate_policy() {
+            line += &format!(", minimum_calls={}", self.minimum_calls);
+            line += &match self.sliding_window {
+                SlidingWindow::Calls(n) => format!(", window_calls={n}"),
+                SlidingWindow::Time(t) => format!(", window_seconds={}", t.as_secs_f64()),
+            };
+        }
+        line
+    }
+
     /// Whether a rate policy is on (a window is kept).
     pub fn has_rate_policy(&self) -> bool {
         self.failure_rate_threshold.is_some() || self.slow_call_duration.is_some()

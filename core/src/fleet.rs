@@ -440,7 +440,7 @@ impl RedisFleet {
                 }
             }
         };
-        let ours = describe(config);
+        let ours = config.describe();
         let mut mismatch = None;
         if fleet.connected.load(Ordering::Acquire) {
             let attached = fleet.with_connection(|c| {
@@ -506,17 +506,6 @@ impl RedisSlot {
     pub fn config_mismatch(&self) -> Option<&str> {
         self.mismatch.as_deref()
     }
-}
-
-fn describe(c: &Config) -> String {
-    format!(
-        "failure_threshold={}, recovery_timeout_seconds={}, success_threshold={}, half_open_max_calls={}, probe_timeout_seconds={}",
-        c.failure_threshold,
-        c.recovery_timeout.as_secs_f64(),
-        c.success_threshold,
-        c.half_open_max_calls,
-        c.probe_timeout.as_secs_f64()
-    )
 }
 
 /// A breaker word shared through Redis: reads come from this host's mirror; writes are a

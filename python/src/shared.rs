@@ -195,24 +195,13 @@ pub(crate) fn attach(
     if let Some(theirs) = slot.config_mismatch() {
         let message = "CircuitBreaker '%s' is shared through %s with processes configured differently \
             (theirs: %s; ours: %s); each process applies its own settings to the shared state";
-        let (theirs, ours) = (describe(theirs), describe(config));
+        let (theirs, ours) = (theirs.describe(), config.describe());
         crate::announce::log(py, "warning", (message, name, region.path().display().to_string(), theirs, ours));
     }
     if let Some(what) = slot.repaired() {
         crate::announce::log(py, "warning", ("CircuitBreaker '%s' in %s: %s", name, region.path().display().to_string(), what));
     }
     Ok((PyStore::Shared(slot.word()), slot.counters()))
-}
-
-fn describe(c: &Config) -> String {
-    format!(
-        "failure_threshold={}, recovery_timeout_seconds={}, success_threshold={}, half_open_max_calls={}, probe_timeout_seconds={}",
-        c.failure_threshold,
-        c.recovery_timeout.as_secs_f64(),
-        c.success_threshold,
-        c.half_open_max_calls,
-        c.probe_timeout.as_secs_f64()
-    )
 }
 
 /// A region's error as Python's: bad arguments are `ValueError`, everything about the file a

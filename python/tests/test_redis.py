@@ -6,7 +6,6 @@ has its own mirror of every word and its own connections."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
+from children import finish, opens
 import redis  # redis-py, from the test extra: administers the test's own servers
 
 from circuit_breaker import (
@@ -138,20 +138,6 @@ def start(script: str, env: Dict[str, str]) -> "subprocess.Popen[str]":
     )
 
 
-def finish(child: "subprocess.Popen[str]", timeout: float = 60) -> Dict[str, Any]:
-    try:
-        out, err = child.communicate(timeout=timeout)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == 0, f"child failed ({child.returncode}):\n{err}"
-    reports = [json.loads(line[len("REPORT "):]) for line in out.splitlines() if line.startswith("REPORT ")]
-    assert len(reports) == 1, out + err
-    report: Dict[str, Any] = reports[0]
-    return report
-
-
 def run_hosts(script: str, hosts: int, env: Dict[str, str], go: Path) -> List[Dict[str, Any]]:
     """Starts `hosts` children, lets them attach, then tells them all to go at once."""
     children = [start(script, {**env, "CB_TEST_GO": str(go)}) for _ in range(hosts)]
@@ -164,10 +150,6 @@ def run_hosts(script: str, hosts: int, env: Dict[str, str], go: Path) -> List[Di
             if c.poll() is None:
                 c.kill()
                 c.wait()
-
-
-def opens(report: Dict[str, Any]) -> int:
-    return sum(1 for _, message in report["records"] if "transitioning to OPEN" in message)
 
 
 def eventually(condition: Any, within: float = 3.0) -> None:

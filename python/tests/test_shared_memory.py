@@ -6,7 +6,6 @@ and bad arguments get clear errors."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
+from children import finish, opens
 
 from circuit_breaker import (
     CircuitBreaker,
@@ -88,20 +88,6 @@ def start(script: str, region: Path, go: Optional[Path] = None, env: Optional[Di
     )
 
 
-def finish(child: "subprocess.Popen[str]", timeout: float = 60) -> Dict[str, Any]:
-    try:
-        out, err = child.communicate(timeout=timeout)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == 0, f"child failed ({child.returncode}):\n{err}"
-    reports = [json.loads(line[len("REPORT ") :]) for line in out.splitlines() if line.startswith("REPORT ")]
-    assert len(reports) == 1, out + err
-    report: Dict[str, Any] = reports[0]
-    return report
-
-
 def run_all(script: str, region: Path, processes: int, env: Optional[Dict[str, str]] = None) -> List[Dict[str, Any]]:
     go = region.with_name("go")
     children = [start(script, region, go, env) for _ in range(processes)]
@@ -114,10 +100,6 @@ def run_all(script: str, region: Path, processes: int, env: Optional[Dict[str, s
             if c.poll() is None:
                 c.kill()
                 c.wait()
-
-
-def opens(report: Dict[str, Any]) -> int:
-    return sum(1 for level, message in report["records"] if "transitioning to OPEN" in message)
 
 
 def test_processes_count_every_call_and_trip_exactly_once(region: Path) -> None:

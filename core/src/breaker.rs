@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::loom::Ordering;
 use crate::word::{Admission, Command, Limits, Outcome, Quick, Snapshot, Step, Ticket};
-use crate::window::{Window, WindowTotals};
+use crate::window::{WindowHandle, WindowTotals};
 use crate::future::{Classify, ErrIsFailure, Guarded};
 use crate::{Clock, Config, ConfigError, Counters, DefaultClock, LocalWord, Metrics, State, Store, Transition, WallAnchor};
 
@@ -102,7 +102,7 @@ pub struct CircuitBreaker<C: Clock = DefaultClock, M: Metrics = Counters, S: Sto
     name: Option<&'static str>,
     anchor: WallAnchor,
     /// The sliding window of the rate policies (only when one is configured).
-    window: Option<Box<Window>>,
+    window: Option<WindowHandle>,
     /// Whether admissions are stamped with the time (a slow-call policy).
     times_calls: bool,
 }
@@ -351,7 +351,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     pub fn with_store(config: Config, clock: C, metrics: M, store: S) -> Result<Self, ConfigError> {
         let anchor = WallAnchor::now(&clock);
         let limits = config.limits()?;
-        let window = limits.rates.map(|_| Box::default());
+        let window = limits.rates.map(|_| WindowHandle::Owned(Box::default()));
         let times_calls = limits.rates.is_some_and(|r| r.slow_ticks > 0);
         Ok(CircuitBreaker { store, limits, config, clock, metrics, announcer: None, name: None, anchor, window, times_calls })
     }
@@ -588,7 +588,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// compare-and-set from that ended generation: a no-op).
     #[inline]
     fn window_trip(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
-        let (window, rates) = (self.window.as_deref()?, self.limits.rates.as_ref()?);
+        let (window, rates) = (self.window.as_ref()?.get(), self.limits.rates.as_ref()?);
         if ticket.probe || outcome == Outcome::Ignored {
             return None;
         }
@@ -618,7 +618,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// assert_eq!(breaker.window_totals(), Some(WindowTotals { calls: 2, failures: 1, slow: 0 }));
     /// ```
     pub fn window_totals(&self) -> Option<WindowTotals> {
-        let (window, rates) = (self.window.as_ref()?, self.limits.rates?);
+        let (window, rates) = (self.window.as_ref()?.get(), self.limits.rates?);
         let current = self.store.load();
         if current.stored_state() != State::Closed {
             return Some(WindowTotals::default());
@@ -909,6 +909,31 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// ```
     pub fn with_wall_anchor(mut self, anchor: WallAnchor) -> Self {
         self.anchor = anchor;
+        self
+    }
+
+    /// Counts the rate policies' window in a shared-memory slot instead of this process's
+    /// memory, so that every process attached to the slot decides the rates on all their calls
+    /// together (as they share the word). Without a rate policy there is no window and this
+    /// changes nothing. [`SharedRegion::breaker`](crate::SharedRegion::breaker) does it.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, CoarseClock, RegionOptions, SharedRegion, SlidingWindow};
+    /// let path = std::env::temp_dir().join(format!("window-doc-{}.region", std::process::id()));
+    /// let region = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap();
+    /// let config = Config::default().failure_rate_threshold(0.5).minimum_calls(4).sliding_window(SlidingWindow::Calls(10));
+    /// let slot = region.attach("checkout", &config).unwrap();
+    /// let breaker = CircuitBreaker::with_store(config, CoarseClock, slot.counters(), slot.word()).unwrap()
+    ///     .with_shared_window(slot.window());
+    /// let _ = breaker.call(|| Err::<(), _>("503"));
+    /// assert_eq!(breaker.window_totals().unwrap().failures, 1);
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
+    #[cfg(all(unix, feature = "shared-memory"))]
+    pub fn with_shared_window(mut self, window: crate::shared::SlotWindow) -> Self {
+        if self.window.is_some() {
+            self.window = Some(WindowHandle::Mapped(window));
+        }
         self
     }
 }

@@ -1,7 +1,8 @@
 //! Breakers shared by every process of a host, through one memory-mapped file.
 //!
 //! A [`SharedRegion`] is a file (under `/dev/shm` by default) holding a header and a fixed
-//! number of named slots. A slot holds one breaker's word and its counters, as plain atomics; a
+//! number of named slots. A slot holds one breaker's word, its counters and the window of its
+//! rate policies ([`crate::window`]), as plain atomics; a
 //! breaker made from a slot ([`SharedRegion::breaker`]) runs the same CAS loop and transitions
 //! as an in-process one, on the word in the slot. Every process that attaches the same name
 //! sees the same state: one process's failures open the breaker for all of them, one probe
@@ -37,6 +38,7 @@
 //!                 meta     name, hash, the last attacher's configuration (under the file lock)
 //!                 word     the breaker word, alone on its cache line
 //!                 counters striped totals, last failure / last change stamps
+//!                 window   the rate policies' buckets (host-wide rates; empty without a policy)
 //! ```
 //!
 //! Nothing read from the file is trusted: [`SharedRegion::open`] checks every header field
@@ -92,6 +94,7 @@ use crossbeam_utils::CachePadded;
 use memmap2::MmapRaw;
 
 use crate::metrics::CounterBlock;
+use crate::window::Window;
 use crate::word::{Limits, MAX_HALF_OPEN_CALLS, MAX_SUCCESS_THRESHOLD};
 use crate::{
     CircuitBreaker, Clock, Command, Config, ConfigError, Counters, DefaultClock, MonotonicClock, Snapshot,
@@ -101,7 +104,7 @@ use crate::{
 /// The first bytes of every region file.
 const MAGIC: [u8; 8] = *b"CBREGION";
 /// Bumped whenever the meaning of any byte changes; a region of another version is replaced.
-const LAYOUT_VERSION: u32 = 1;
+const LAYOUT_VERSION: u32 = 2;
 /// The header occupies the first page; slots start after it.
 const HEADER_SIZE: usize = 4096;
 /// The longest breaker name a slot holds, in bytes.
@@ -164,6 +167,8 @@ struct Slot {
     meta: CachePadded<SlotMeta>,
     word: CachePadded<AtomicU64>,
     counters: CounterBlock,
+    /// The rate policies' window (all-zero: empty), shared like the word.
+    window: CachePadded<Window>,
 }
 
 const SLOT_SIZE: usize = size_of::<Slot>();
@@ -177,6 +182,8 @@ const LAYOUT_HASH: u64 = {
         offset_of!(Slot, word),
         offset_of!(Slot, counters),
         size_of::<CounterBlock>(),
+        offset_of!(Slot, window),
+        size_of::<Window>(),
         size_of::<SlotMeta>(),
         offset_of!(SlotMeta, name),
         STRIPES,
@@ -578,6 +585,7 @@ impl SharedRegion {
                     unsafe {
                         (*std::ptr::addr_of!((*slot.as_ptr()).word)).store(0, Ordering::Relaxed);
                         (*std::ptr::addr_of!((*slot.as_ptr()).counters)).start(MonotonicClock.now());
+                        (*std::ptr::addr_of!((*slot.as_ptr()).window)).clear();
                     }
                     meta.state.store(SLOT_READY, Ordering::Release);
                     return Ok(self.finish_attach(index, limits, None));
@@ -607,7 +615,7 @@ impl SharedRegion {
     pub fn breaker(&self, name: &str, config: Config) -> Result<SharedBreaker, RegionError> {
         let slot = self.attach(name, &config)?;
         let breaker = CircuitBreaker::with_store(config, DefaultClock::default(), slot.counters(), slot.word())?;
-        Ok(breaker.named(name).with_wall_anchor(self.wall_anchor()))
+        Ok(breaker.named(name).with_wall_anchor(self.wall_anchor()).with_shared_window(slot.window()))
     }
 
     /// The names of the breakers in the region, in slot order.
@@ -699,6 +707,17 @@ impl SharedSlot {
         }
     }
 
+    /// The rate policies' window in the slot, for
+    /// [`CircuitBreaker::with_shared_window`]: every process attached to the slot counts its
+    /// calls into it.
+    pub fn window(&self) -> SlotWindow {
+        let slot = self.region.slot(self.index);
+        // SAFETY: in bounds (see `SharedRegion::slot`); the window is plain atomics, valid for
+        // any bytes, at an offset aligned for it.
+        let window = unsafe { NonNull::new_unchecked(std::ptr::addr_of_mut!((*slot.as_ptr()).window).cast::<Window>()) };
+        SlotWindow { window, _region: Arc::clone(&self.region.inner) }
+    }
+
     /// When the slot already existed with another configuration: the one it was last attached
     /// with (this attach recorded ours instead). Each process applies its own; see the
     /// [module docs](self#configuration).
@@ -714,6 +733,38 @@ impl SharedSlot {
     /// The slot's index in the region.
     pub fn index(&self) -> usize {
         self.index
+    }
+}
+
+/// The rate policies' window in a shared-memory slot ([`SharedSlot::window`]): plain atomics
+/// every process attached to the slot counts into. Tags in its buckets carry the breaker's
+/// generation, so a value left by any process is read only while it belongs to the current
+/// CLOSED period, and bucket counts saturate rather than wrap: whatever bytes another process
+/// left, the window can only under- or over-count calls, never misread the word.
+pub struct SlotWindow {
+    window: NonNull<Window>,
+    _region: Arc<Mapping>,
+}
+
+// SAFETY: the window is atomics in a mapping that `_region` keeps alive; it is only accessed
+// atomically.
+unsafe impl Send for SlotWindow {}
+// SAFETY: as above.
+unsafe impl Sync for SlotWindow {}
+
+impl core::ops::Deref for SlotWindow {
+    type Target = Window;
+
+    #[inline(always)]
+    fn deref(&self) -> &Window {
+        // SAFETY: see the Send/Sync argument: valid for as long as `self` lives.
+        unsafe { self.window.as_ref() }
+    }
+}
+
+impl fmt::Debug for SlotWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotWindow").finish_non_exhaustive()
     }
 }
 

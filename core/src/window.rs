@@ -25,6 +25,10 @@
 //! every transition into CLOSED** (calls admitted before it are not counted), and only calls
 //! admitted in CLOSED are counted (probes decide HALF_OPEN by themselves).
 //!
+//! In a shared-memory slot the same 136 bytes sit beside the word, and every process attached
+//! to the breaker counts into them (`CircuitBreaker::with_shared_window`, feature
+//! `shared-memory`): the rates are the host's. A breaker in Redis keeps its window per host.
+//!
 //! # Windows
 //!
 //! - **Count-based** ([`SlidingWindow::Calls`]`(n)`): the last `n` calls, in buckets of
@@ -220,6 +224,36 @@ impl fmt::Debug for Window {
 impl Default for Window {
     fn default() -> Self {
         Window { seq: AtomicU64::new(0), buckets: core::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+}
+
+impl Window {
+    /// Empties the window (a shared-memory slot claimed for a new breaker).
+    #[cfg_attr(not(all(unix, feature = "shared-memory")), allow(dead_code))]
+    pub(crate) fn clear(&self) {
+        self.seq.store(0, Ordering::Relaxed);
+        for bucket in &self.buckets {
+            bucket.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Where a breaker's window lives: its own heap allocation, or a shared-memory slot that every
+/// process attached to the breaker counts into (see [`crate::SharedSlot::window`]).
+pub(crate) enum WindowHandle {
+    Owned(Box<Window>),
+    #[cfg(all(unix, feature = "shared-memory"))]
+    Mapped(crate::shared::SlotWindow),
+}
+
+impl WindowHandle {
+    #[inline(always)]
+    pub(crate) fn get(&self) -> &Window {
+        match self {
+            WindowHandle::Owned(window) => window,
+            #[cfg(all(unix, feature = "shared-memory"))]
+            WindowHandle::Mapped(window) => window,
+        }
     }
 }
 

@@ -663,3 +663,37 @@ fn transitions_are_announced_only_by_the_process_that_made_them() {
     assert_eq!(*log_b.lock().unwrap(), [(State::Open, State::Closed)]);
     assert_eq!(a.metrics().totals().opened, 1);
 }
+
+/// The rate policies' window lives in the slot: calls through two mappings of one region (as
+/// two processes would have) are decided together. Neither alone reaches minimum_calls; both
+/// together trip it, once.
+#[test]
+fn the_rate_window_is_shared_by_every_attacher() {
+    let dir = TempDir::new("rates");
+    let path = dir.path("region");
+    let config = Config::default()
+        .failure_threshold(1_000)
+        .failure_rate_threshold(0.5)
+        .minimum_calls(10)
+        .sliding_window(cb_core::SlidingWindow::Calls(20));
+    let first = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap();
+    let second = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap();
+    let (a, b) = (first.breaker("rates", config).unwrap(), second.breaker("rates", config).unwrap());
+    let mut opened = 0;
+    for i in 0..10 {
+        let breaker = if i % 2 == 0 { &a } else { &b };
+        let ticket = breaker.admit_ticket().unwrap();
+        // Alternating success and failure on each side: never two failures in a row anywhere.
+        let outcome = if (i / 2) % 2 == 0 { Outcome::Failure } else { Outcome::Success };
+        if breaker.record(ticket, outcome).is_some_and(|t| t.to == State::Open) {
+            opened += 1;
+        }
+        if i < 9 {
+            assert_eq!(a.state(), State::Closed, "call {i}: below minimum_calls");
+        }
+    }
+    assert_eq!((opened, a.state(), b.state()), (1, State::Open, State::Open));
+    // A slot claimed again starts with an empty window.
+    let fresh = first.breaker("other", config).unwrap();
+    assert_eq!(fresh.window_totals(), Some(cb_core::WindowTotals::default()));
+}

@@ -455,15 +455,16 @@ impl CircuitBreaker {
                 fleet::ENV_URL,
             )));
         }
-        let (store, counters, clock) = match &fleet {
+        let (store, counters, clock, window) = match &fleet {
             // Hosts share no monotonic clock: a word in Redis holds wall-clock milliseconds.
+            // The rate window stays this host's (a shared one would cost a round trip per call).
             Some(fleet) => {
                 let (store, counters) = fleet::attach(py, fleet, &label, &config)?;
-                (store, counters, PyClock::Wall(cb_core::WallClock))
+                (store, counters, PyClock::Wall(cb_core::WallClock), None)
             }
             None => {
-                let (store, counters) = shared::attach(py, region.as_ref(), &label, &config)?;
-                (store, counters, PyClock::Monotonic(cb_core::DefaultClock::default()))
+                let (store, counters, window) = shared::attach(py, region.as_ref(), &label, &config)?;
+                (store, counters, PyClock::Monotonic(cb_core::DefaultClock::default()), window)
             }
         };
         let listeners = Arc::new(Listeners::new());
@@ -475,6 +476,10 @@ impl CircuitBreaker {
         if let Some(region) = &region {
             // Every process converts the shared ticks to wall-clock time alike.
             inner = inner.with_wall_anchor(region.wall_anchor());
+        }
+        if let Some(window) = window {
+            // The rates are decided on every process's calls, as the state is.
+            inner = inner.with_shared_window(window);
         }
         if fleet.is_some() {
             // The ticks are wall-clock milliseconds already.

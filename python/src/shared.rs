@@ -181,15 +181,16 @@ pub(crate) fn placement(py: Python<'_>, spec: Option<&Bound<'_, PyAny>>) -> PyRe
     }
 }
 
-/// A breaker's word and counters: its slot in `region` (claimed if new), or this process's.
+/// A breaker's word, counters and rate window: its slot in `region` (claimed if new), or this
+/// process's.
 pub(crate) fn attach(
     py: Python<'_>,
     region: Option<&SharedRegion>,
     name: &str,
     config: &Config,
-) -> PyResult<(PyStore, Counters)> {
+) -> PyResult<(PyStore, Counters, Option<cb_core::SlotWindow>)> {
     let Some(region) = region else {
-        return Ok((PyStore::Local(cb_core::LocalWord::default()), Counters::default()));
+        return Ok((PyStore::Local(cb_core::LocalWord::default()), Counters::default(), None));
     };
     let slot = py.detach(|| region.attach(name, config)).map_err(|e| region_error(e, Some(name)))?;
     if let Some(theirs) = slot.config_mismatch() {
@@ -201,7 +202,7 @@ pub(crate) fn attach(
     if let Some(what) = slot.repaired() {
         crate::announce::log(py, "warning", ("CircuitBreaker '%s' in %s: %s", name, region.path().display().to_string(), what));
     }
-    Ok((PyStore::Shared(slot.word()), slot.counters()))
+    Ok((PyStore::Shared(slot.word()), slot.counters(), Some(slot.window())))
 }
 
 /// A region's error as Python's: bad arguments are `ValueError`, everything about the file a

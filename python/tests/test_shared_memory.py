@@ -184,6 +184,46 @@ def test_half_open_probes_are_limited_across_processes(region: Path) -> None:
     assert peak == limit, f"{peak} probes ran at once across processes (limit {limit})"
 
 
+def test_the_failure_rate_is_decided_on_every_processs_calls(region: Path) -> None:
+    """Four processes each make 5 calls, 3 of them failing and never two in a row: no process
+    alone reaches minimum_calls (12), all of them together trip the breaker, once, and every
+    process then rejects."""
+    reports = run_all(
+        """
+        b = CircuitBreaker("rated", failure_threshold=100, failure_rate_threshold=0.5, minimum_calls=12,
+                           window_calls=40, shared_memory=REGION)
+        wait_for_go()
+        outcomes = []
+        for fail in [True, False, True, False, True]:
+            try:
+                b.call(boom) if fail else b.call(lambda: None)
+                outcomes.append("ok")
+            except Boom:
+                outcomes.append("failed")
+            except CircuitBreakerOpenError:
+                outcomes.append("rejected")
+            time.sleep(0.01)
+        deadline = time.monotonic() + 5
+        while b.get_state() is not CircuitBreakerState.OPEN and time.monotonic() < deadline:
+            time.sleep(0.01)
+        report(outcomes=outcomes, state=b.get_state().name, calls=b.get_metrics()["total_requests"])
+        """,
+        region,
+        processes=4,
+    )
+    assert sum(opens(r) for r in reports) == 1, [r["records"] for r in reports]
+    assert all(r["state"] == "OPEN" for r in reports)
+    ran = sum(o != "rejected" for r in reports for o in r["outcomes"])
+    assert 12 <= ran <= 20, ran
+    alone = CircuitBreaker("rated alone", failure_threshold=100, failure_rate_threshold=0.5, minimum_calls=12, window_calls=40)
+    for fail in [True, False, True, False, True]:
+        try:
+            alone.call(boom) if fail else alone.call(lambda: None)
+        except Boom:
+            pass
+    assert alone.get_state() is CircuitBreakerState.CLOSED, "one process's calls alone stay below minimum_calls"
+
+
 def test_a_prober_killed_with_sigkill_frees_its_slot_after_the_probe_timeout(region: Path) -> None:
     b = CircuitBreaker("killed", failure_threshold=1, recovery_timeout_seconds=0, probe_timeout_seconds=1, shared_memory=str(region))
     with pytest.raises(Boom):

@@ -10,6 +10,7 @@ Redis rows (the benchmark starts its own on a free loopback port).
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import logging
 import os
@@ -53,9 +54,11 @@ def start_redis() -> Optional[Tuple["subprocess.Popen[bytes]", str]]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    directory = tempfile.mkdtemp(prefix="cb-bench-redis-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", tempfile.mkdtemp(prefix="cb-bench-redis-")],
+         "--dir", directory],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
@@ -349,3 +352,4 @@ if __name__ == "__main__":
             os.unlink(SHARED)
         if REDIS:
             REDIS[0].kill()
+            REDIS[0].wait()

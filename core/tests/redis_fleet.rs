@@ -342,9 +342,16 @@ fn configuration_differences_are_reported() {
 #[cfg(feature = "redis-tls")]
 #[test]
 fn rediss_urls_speak_tls() {
-    let dir = std::env::temp_dir().join(format!("cb-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    /// Removes the certificate's directory however the test ends.
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = Dir(std::env::temp_dir().join(format!("cb-tls-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
     let made = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
         .args(["-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()])
@@ -370,5 +377,4 @@ fn rediss_urls_speak_tls() {
     let breaker = fleet.breaker("tls", Config::default().failure_threshold(1)).unwrap();
     let _ = breaker.call(|| Err::<(), _>("down"));
     assert_eq!(host(&server).breaker("tls", Config::default()).unwrap().state(), State::Open);
-    let _ = std::fs::remove_dir_all(&dir);
 }

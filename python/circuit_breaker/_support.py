@@ -43,14 +43,15 @@ async def record_when_done(
     ``permit`` by the breaker's policy, falling back if the breaker says so; past the breaker's
     ``timeout_seconds`` the call is cancelled and raises ``TimeoutError``. A breaker in Redis
     records an outcome that writes there on a worker thread, never blocking the event loop."""
+    breaker = permit.breaker
     try:
-        timeout = permit.breaker.timeout_seconds
+        timeout = breaker.timeout_seconds
         if timeout is None:
             result = await awaitable
         else:
             result = await _within(awaitable, timeout, permit)
     except BaseException as error:
-        if permit.breaker._record_is_remote(True):
+        if breaker._record_is_remote(True):
             # Recording it writes to Redis: off the event loop.
             fallback = await asyncio.to_thread(permit._finish_exception, error)
         else:
@@ -58,7 +59,7 @@ async def record_when_done(
         if fallback is not None:
             return await maybe_await(call_fallback(fallback, error, args, kwargs or {}))
         raise
-    if permit.breaker._record_is_remote(False):
+    if breaker._record_is_remote(False):
         fallback = await asyncio.to_thread(permit._finish_result, result)
     else:
         fallback = permit._finish_result(result)

@@ -1,11 +1,42 @@
-"""What the multi-process tests share: collecting a child process's one ``REPORT {json}`` line
-(the children print it through their preamble's ``report(**values)``)."""
+"""What the multi-process tests share: the start of every child's script (``PREAMBLE``), and
+collecting the child's one ``REPORT {json}`` line that its ``report(**values)`` prints."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import textwrap
 from typing import Any, Dict
+
+# Every child starts with this: log records on `circuit_breaker` are collected; `report(**values)`
+# prints the values with them as one JSON line; `wait_for_go()` waits for the file named by
+# CB_TEST_GO, so that the test can start several children at once.
+PREAMBLE = textwrap.dedent(
+    """
+    import json, logging, os, sys, time
+    from pathlib import Path
+    from circuit_breaker import *
+    records = []
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append([record.levelname, record.getMessage()])
+    logging.getLogger("circuit_breaker").addHandler(Collect())
+    logging.getLogger("circuit_breaker").setLevel(logging.INFO)
+    def wait_for_go():
+        go = Path(os.environ["CB_TEST_GO"])
+        deadline = time.monotonic() + 30
+        while not go.exists():
+            assert time.monotonic() < deadline, "never told to go"
+            time.sleep(0.001)
+    def report(**values):
+        values["records"] = records
+        print("REPORT " + json.dumps(values), flush=True)
+    class Boom(Exception):
+        pass
+    def boom():
+        raise Boom("down")
+    """
+)
 
 
 def finish(child: "subprocess.Popen[str]", timeout: float = 60) -> Dict[str, Any]:

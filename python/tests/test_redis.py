@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
+from children import PREAMBLE as PREAMBLE_COMMON
 from children import finish, opens
 import redis  # redis-py, from the test extra: administers the test's own servers
 
@@ -98,32 +99,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
         s.kill()
 
 
-# Every child starts with this: log records on `circuit_breaker` are collected, and
-# `report(**values)` prints them with the values as one JSON line at the end.
-PREAMBLE = textwrap.dedent(
-    """
-    import json, logging, os, sys, time
-    from pathlib import Path
-    from circuit_breaker import *
-    records = []
-    class Collect(logging.Handler):
-        def emit(self, record):
-            records.append([record.levelname, record.getMessage()])
-    logging.getLogger("circuit_breaker").addHandler(Collect())
-    logging.getLogger("circuit_breaker").setLevel(logging.INFO)
-    URL = os.environ.get("CB_TEST_URL")
-    def wait_for(path):
-        deadline = time.monotonic() + 30
-        while not Path(path).exists():
-            assert time.monotonic() < deadline, "never told to go on"
-            time.sleep(0.001)
-    def report(**values):
-        values["records"] = records
-        print("REPORT " + json.dumps(values), flush=True)
-    class Boom(Exception):
-        pass
-    """
-)
+# The children's script starts with children.PREAMBLE, then names the server.
+PREAMBLE = PREAMBLE_COMMON + 'URL = os.environ.get("CB_TEST_URL")\n'
 
 
 def start(script: str, env: Dict[str, str]) -> "subprocess.Popen[str]":
@@ -174,7 +151,7 @@ def test_only_the_environment_variable_shares_a_registry_breaker_across_hosts(se
             upstream_calls += 1
             raise ConnectionError("upstream is down")
         surprises = []
-        wait_for(os.environ["CB_TEST_GO"])
+        wait_for_go()
         for _ in range(100):  # 2 s at 50 calls/s
             try:
                 b.call(dead)
@@ -203,7 +180,7 @@ def test_without_the_store_each_host_learns_alone(server: Server, tmp_path: Path
         """
         b = CircuitBreaker("upstream", failure_threshold=3, recovery_timeout_seconds=60)
         upstream_calls = 0
-        wait_for(os.environ["CB_TEST_GO"])
+        wait_for_go()
         for _ in range(20):
             try:
                 b.call(lambda: (_ for _ in ()).throw(ConnectionError("down")))
@@ -228,7 +205,7 @@ def test_racing_hosts_trip_once_and_the_probe_limit_holds_fleet_wide(server: Ser
         admin = redis_py.Redis.from_url(URL)
         b = CircuitBreaker("probed", failure_threshold=20, recovery_timeout_seconds=0.3,
                            half_open_max_calls=2, redis=URL)
-        wait_for(os.environ["CB_TEST_GO"])
+        wait_for_go()
         for _ in range(50):
             try:
                 b.call(lambda: (_ for _ in ()).throw(Boom()))
@@ -384,12 +361,14 @@ def test_bad_arguments_are_value_or_type_errors(server: Server, monkeypatch: pyt
         CircuitBreaker("x", redis=3.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="needs CIRCUIT_BREAKER_REDIS_URL"):
         CircuitBreaker("x", redis=True)
+    assert RedisStore.from_environment() is None
     with pytest.raises(ValueError, match="1 to 512 bytes"):
         CircuitBreaker("n" * 600, redis=server.url)
     monkeypatch.setenv(ENV, "nonsense://")
     with pytest.raises(ValueError, match=ENV):
         CircuitBreaker("x")
     monkeypatch.setenv(ENV, server.url)
+    assert RedisStore.from_environment() == RedisStore(server.url)
     monkeypatch.setenv(SHM_ENV, str(tmp_path / "region"))
     with pytest.raises(ValueError, match="choose one"):
         CircuitBreaker("both")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
+from children import PREAMBLE as PREAMBLE_COMMON
 from children import finish, opens
 
 from circuit_breaker import (
@@ -31,35 +32,8 @@ from circuit_breaker import (
 
 ENV = "CIRCUIT_BREAKER_SHARED_MEMORY"
 
-# Every child starts with this: transitions logged on `circuit_breaker` are collected, and
-# `report(**values)` prints them with the log records as one JSON line at the end.
-PREAMBLE = textwrap.dedent(
-    """
-    import json, logging, os, sys, time
-    from pathlib import Path
-    from circuit_breaker import *
-    records = []
-    class Collect(logging.Handler):
-        def emit(self, record):
-            records.append([record.levelname, record.getMessage()])
-    logging.getLogger("circuit_breaker").addHandler(Collect())
-    logging.getLogger("circuit_breaker").setLevel(logging.INFO)
-    REGION = os.environ.get("CB_TEST_REGION")
-    def wait_for_go():
-        go = Path(os.environ["CB_TEST_GO"])
-        deadline = time.monotonic() + 30
-        while not go.exists():
-            assert time.monotonic() < deadline, "never told to go"
-            time.sleep(0.001)
-    def report(**values):
-        values["records"] = records
-        print("REPORT " + json.dumps(values), flush=True)
-    class Boom(Exception):
-        pass
-    def boom():
-        raise Boom("down")
-    """
-)
+# The children's script starts with children.PREAMBLE, then names the region.
+PREAMBLE = PREAMBLE_COMMON + 'REGION = os.environ.get("CB_TEST_REGION")\n'
 
 
 class Boom(Exception):

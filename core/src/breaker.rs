@@ -519,6 +519,31 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         }
     }
 
+    /// The two hot admissions, decided on the word without writing it: `Some(Ok)` in CLOSED or
+    /// DISABLED, `Some(Err)` while OPEN before its timeout (one clock read). `None` when
+    /// admitting has to write the word (a probe, a forced-open check, a stale probe slot): for
+    /// callers that want that write elsewhere — a binding that lets go of its interpreter lock
+    /// around a store that waits on the network. Call [`CircuitBreaker::admit_ticket`] then.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config};
+    /// use std::time::Duration;
+    /// let breaker = CircuitBreaker::new(Config::default().failure_threshold(1).recovery_timeout(Duration::ZERO)).unwrap();
+    /// assert!(matches!(breaker.admit_without_writing(), Some(Ok(_))));
+    /// let _ = breaker.call(|| Err::<(), _>("down")); // OPEN, and its timeout already over
+    /// assert!(breaker.admit_without_writing().is_none()); // a probe: admitting writes the word
+    /// assert!(breaker.admit_ticket().unwrap().is_probe());
+    /// ```
+    #[inline(always)]
+    pub fn admit_without_writing(&self) -> Option<Result<Ticket, Rejected>> {
+        match self.store.load().admit_quick(|| self.clock.now(), &self.limits) {
+            Quick::Admitted(ticket) if !self.times_calls => Some(Ok(ticket)),
+            Quick::Admitted(ticket) => Some(Ok(self.timed(ticket))),
+            Quick::Rejected { retry_after_ticks } => Some(Err(self.rejected(State::Open, Some(retry_after_ticks)))),
+            Quick::Undecided { .. } => None,
+        }
+    }
+
     /// Stamps a CLOSED admission with its start time (a slow-call policy times calls).
     #[inline(never)]
     fn timed(&self, ticket: Ticket) -> Ticket {

@@ -67,11 +67,18 @@ impl CircuitBreaker {
         if !func.is_callable() {
             return Err(not_callable(func));
         }
-        if this.inner.store().admission_is_remote(&this.inner) {
-            return Self::call_with_remote_admission(slf, func, rest);
-        }
-        let ticket = match this.inner.admit() {
-            Ok(permit) => permit.into_ticket(),
+        let admitted = if this.inner.store().is_remote() {
+            // In Redis: the two hot admissions read the mirror; one that writes (a probe) is
+            // made without the GIL, or off the event loop.
+            match this.inner.admit_without_writing() {
+                Some(admitted) => admitted,
+                None => return Self::call_with_remote_admission(slf, func, rest),
+            }
+        } else {
+            this.inner.admit_ticket()
+        };
+        let ticket = match admitted {
+            Ok(ticket) => ticket,
             Err(rejected) => return Self::rejected_call(slf, rejected, func, rest),
         };
         Self::run_admitted(slf, ticket, func, rest)
@@ -124,16 +131,19 @@ impl CircuitBreaker {
     /// it lets other Python threads run while it waits on the network.
     #[inline(always)]
     pub(crate) fn admit(&self, py: Python<'_>) -> Result<Ticket, cb_core::Rejected> {
-        if self.inner.store().admission_is_remote(&self.inner) {
-            return self.admit_detached(py);
+        if self.inner.store().is_remote() {
+            return match self.inner.admit_without_writing() {
+                Some(admitted) => admitted,
+                None => self.admit_detached(py),
+            };
         }
-        self.inner.admit().map(cb_core::Permit::into_ticket)
+        self.inner.admit_ticket()
     }
 
     #[cold]
     #[inline(never)]
     fn admit_detached(&self, py: Python<'_>) -> Result<Ticket, cb_core::Rejected> {
-        py.detach(|| self.inner.admit().map(cb_core::Permit::into_ticket))
+        py.detach(|| self.inner.admit_ticket())
     }
 
     /// Records a call's outcome; as `admit`, without holding the GIL if it writes to Redis.

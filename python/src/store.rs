@@ -16,9 +16,16 @@ pub(crate) enum PyStore {
 }
 
 impl PyStore {
-    /// Whether `admit` may write the word in Redis (and so wait on the network): only when a
-    /// probe may be admitted. Admission in CLOSED and rejection while OPEN read the mirror.
+    /// Whether the word lives in Redis (writes may wait on the network).
     #[inline(always)]
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self, PyStore::Redis(_))
+    }
+
+    /// Whether `admit` may write the word in Redis: only when a probe may be admitted.
+    /// Admission in CLOSED and rejection while OPEN read the mirror. (For the asyncio paths,
+    /// which ask before admitting; the call path asks the core instead:
+    /// `admit_without_writing`.)
     pub(crate) fn admission_is_remote(&self, inner: &Inner) -> bool {
         match self {
             PyStore::Redis(word) => word.is_connected() && inner.state() == State::HalfOpen,

@@ -137,9 +137,10 @@ fn rate_policies(c: &mut Criterion) {
     g.bench_function("recloser", |i| i.iter(|| r.call(ok)));
     g.finish();
 
-    // Failures that never trip: a minimum number of calls no chunk reaches (cb_core, failsafe)
-    // or a ring buffer longer than a chunk (recloser). Each is counted in the window and the
-    // rate computed (cb_core sums its buckets on every failure).
+    // Failures that never trip: a minimum number of calls no chunk reaches before its last
+    // call (cb_core, failsafe) or a ring buffer longer than a chunk (recloser). Each is counted
+    // in the window and the rate decided (cb_core: the current bucket plus the cached sums of
+    // the closed ones), and in cb_core's consecutive count too (its threshold set out of reach).
     let mut g = c.benchmark_group("closed_failure_rate_policy");
     let err = || Err::<u64, u64>(black_box(1));
     let never = Config::default()
@@ -164,6 +165,14 @@ fn rate_policies(c: &mut Criterion) {
     };
     g.bench_function("cb_core/time_window", |i| {
         i.iter_custom(|n| chunked(n, &|| { let b = cb(never, CoarseClock, NoMetrics); Box::new(move || drop(black_box(b.call(err)))) }))
+    });
+    // The last 100,000 calls, in buckets of 6,250: every failure is counted with a
+    // compare-and-set (a time bucket in this loop is full after its first 16,383 calls).
+    let never_by_count = never.minimum_calls(100_000).sliding_window(SlidingWindow::Calls(100_000));
+    g.bench_function("cb_core/count_window", |i| {
+        i.iter_custom(|n| {
+            chunked(n, &|| { let b = cb(never_by_count, CoarseClock, NoMetrics); Box::new(move || drop(black_box(b.call(err)))) })
+        })
     });
     g.bench_function("failsafe", |i| {
         i.iter_custom(|n| chunked(n, &|| { let f = failsafe_rate(0.5, u32::MAX); Box::new(move || drop(black_box(f.call(err)))) }))

@@ -595,7 +595,10 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         self.record_failure_or_ignored(ticket, outcome)
     }
 
-    /// A success with a rate policy: counted in the window, then as without.
+    /// A success with a rate policy: counted in the window, then as without. The common case
+    /// (a CLOSED call, not slow, its bucket current and with room, nothing pending on the word)
+    /// is one compare-and-set on the bucket, plus a clock read for a time window or a slow-call
+    /// policy. Out of line, so that breakers without a rate policy keep their registers.
     #[inline(never)]
     fn record_success_windowed(&self, current: Snapshot, ticket: Ticket) -> Option<Transition> {
         let tripped = self.window_trip(ticket, Outcome::Success);
@@ -611,13 +614,13 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// not read for the window: a call of a generation that has ended is counted under its own
     /// generation's tag, which the current window never reads (and a trip it decides is a
     /// compare-and-set from that ended generation: a no-op).
-    #[inline]
+    #[inline(always)]
     fn window_trip(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
         let (window, rates) = (self.window.as_ref()?.get(), self.limits.rates.as_ref()?);
         if ticket.probe || outcome == Outcome::Ignored {
             return None;
         }
-        let at = if rates.by_time || rates.slow_ticks > 0 { self.clock.now() } else { 0 };
+        let at = if rates.reads_clock() { self.clock.now() } else { 0 };
         let slow = rates.slow_ticks > 0 && at.saturating_sub(ticket.started()) >= rates.slow_ticks;
         let reason = window.record(ticket.generation(), outcome == Outcome::Failure, slow, at, rates)?;
         self.trip(ticket, reason)

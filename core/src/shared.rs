@@ -104,7 +104,7 @@ use crate::{
 /// The first bytes of every region file.
 const MAGIC: [u8; 8] = *b"CBREGION";
 /// Bumped whenever the meaning of any byte changes; a region of another version is replaced.
-const LAYOUT_VERSION: u32 = 2;
+const LAYOUT_VERSION: u32 = 3;
 /// The header occupies the first page; slots start after it.
 const HEADER_SIZE: usize = 4096;
 /// The longest breaker name a slot holds, in bytes.

@@ -704,7 +704,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
     /// assert_eq!(breaker.call(|| Ok::<_, ()>(42)).unwrap(), 42);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn call<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, CallError<E>> {
         self.call_classified(
             |r: &Result<T, E>| if r.is_ok() { Outcome::Success } else { Outcome::Failure },
@@ -730,7 +730,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// let _ = breaker.call_classified(classify, || Err(503));
     /// assert_eq!(breaker.state(), State::Open);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn call_classified<T, E>(
         &self,
         classify: impl FnOnce(&Result<T, E>) -> Outcome,

@@ -21,6 +21,7 @@ ORDER = [
     "contended_closed_success_2_threads",
     "closed_success_rate_policy",
     "closed_failure_rate_policy",
+    "closed_failure_rate_and_consecutive",
     "tower_open_reject",
     "tower_closed_success",
     "future_open_reject",
@@ -31,6 +32,7 @@ ORDER = [
 BASELINES = (
     ("in_process", "store", "this ÷ in-process"),
     ("cb_core/call_sync", "variant", "this ÷ sync call"),
+    ("cb_core/rates_only", "policies", "this ÷ rates only"),
 )
 
 

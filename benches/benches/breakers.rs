@@ -140,11 +140,12 @@ fn rate_policies(c: &mut Criterion) {
     // Failures that never trip: a minimum number of calls no chunk reaches before its last
     // call (cb_core, failsafe) or a ring buffer longer than a chunk (recloser). Each is counted
     // in the window and the rate decided (cb_core: the current bucket plus the cached sums of
-    // the closed ones), and in cb_core's consecutive count too (its threshold set out of reach).
+    // the closed ones). Like the peers, cb_core trips on the rate only here
+    // (`consecutive_failures(false)`); `closed_failure_rate_and_consecutive` keeps both.
     let mut g = c.benchmark_group("closed_failure_rate_policy");
     let err = || Err::<u64, u64>(black_box(1));
     let never = Config::default()
-        .failure_threshold(u64::from(u32::MAX))
+        .consecutive_failures(false)
         .failure_rate_threshold(1.0)
         .minimum_calls(u64::from(u32::MAX))
         .sliding_window(SlidingWindow::Time(WINDOW));
@@ -169,17 +170,24 @@ fn rate_policies(c: &mut Criterion) {
     // The last 100,000 calls, in buckets of 6,250: every failure is counted with a
     // compare-and-set (a time bucket in this loop is full after its first 16,383 calls).
     let never_by_count = never.minimum_calls(100_000).sliding_window(SlidingWindow::Calls(100_000));
-    g.bench_function("cb_core/count_window", |i| {
-        i.iter_custom(|n| {
-            chunked(n, &|| { let b = cb(never_by_count, CoarseClock, NoMetrics); Box::new(move || drop(black_box(b.call(err)))) })
-        })
-    });
+    let count_window = |i: &mut criterion::Bencher, config: Config| {
+        i.iter_custom(|n| chunked(n, &|| { let b = cb(config, CoarseClock, NoMetrics); Box::new(move || drop(black_box(b.call(err)))) }))
+    };
+    g.bench_function("cb_core/count_window", |i| count_window(i, never_by_count));
     g.bench_function("failsafe", |i| {
         i.iter_custom(|n| chunked(n, &|| { let f = failsafe_rate(0.5, u32::MAX); Box::new(move || drop(black_box(f.call(err)))) }))
     });
     g.bench_function("recloser", |i| {
         i.iter_custom(|n| chunked(n, &|| { let r = recloser_breaker(2 * CHUNK as usize, LONG); Box::new(move || drop(black_box(r.call(err)))) }))
     });
+    g.finish();
+
+    // No peer keeps both policies: the same failure with the consecutive count kept too
+    // (threshold out of reach), one compare-and-set on the word more.
+    let mut g = c.benchmark_group("closed_failure_rate_and_consecutive");
+    g.bench_function("cb_core/rates_only", |i| count_window(i, never_by_count));
+    let both = never_by_count.consecutive_failures(true).failure_threshold(u64::from(u32::MAX));
+    g.bench_function("cb_core/rates_and_consecutive", |i| count_window(i, both));
     g.finish();
 }
 

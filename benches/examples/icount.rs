@@ -5,7 +5,7 @@
 //! cargo build --release -p benches --example icount
 //! for case in baseline clock closed/none closed/counters open/none open/counters \
 //!             failure/none failure/counters failure/with_times cycle/none cycle/counters \
-//!             rate/count rate/time rate/time_failure \
+//!             rate/count rate/time rate/time_failure rate/count_failure rate/count_failure_rates_only \
 //!             future/closed future/open tower/none tower/closed tower/open tower/static; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/icount $case 2>&1 | grep Collected
 //! done
@@ -53,10 +53,11 @@ fn cycle<M: Metrics>(metrics: M) {
 }
 
 /// A CLOSED success, and a failure that trips nothing, with a failure-rate policy over a count
-/// or a time window.
-fn rate(window: SlidingWindow, fail: bool) {
+/// or a time window (and the consecutive count, out of reach, unless `rates_only`).
+fn rate(window: SlidingWindow, fail: bool, rates_only: bool) {
     let config = Config::default()
         .failure_threshold(u64::from(u32::MAX))
+        .consecutive_failures(!rates_only)
         .failure_rate_threshold(1.0)
         .minimum_calls(if matches!(window, SlidingWindow::Calls(_)) { 100 } else { u64::from(u32::MAX) })
         .sliding_window(window);
@@ -105,9 +106,11 @@ fn main() {
         Some("failure/with_times") => fail(Counters::default().with_times()),
         Some("cycle/none") => cycle(NoMetrics),
         Some("cycle/counters") => cycle(Counters::default()),
-        Some("rate/count") => rate(SlidingWindow::Calls(100), false),
-        Some("rate/time") => rate(SlidingWindow::Time(Duration::from_secs(10)), false),
-        Some("rate/time_failure") => rate(SlidingWindow::Time(Duration::from_secs(10)), true),
+        Some("rate/count") => rate(SlidingWindow::Calls(100), false, false),
+        Some("rate/time") => rate(SlidingWindow::Time(Duration::from_secs(10)), false, false),
+        Some("rate/time_failure") => rate(SlidingWindow::Time(Duration::from_secs(10)), true, false),
+        Some("rate/count_failure") => rate(SlidingWindow::Calls(100), true, false),
+        Some("rate/count_failure_rates_only") => rate(SlidingWindow::Calls(100), true, true),
         Some("future/closed") => future(false),
         Some("future/open") => future(true),
         Some("tower/closed") => tower(false),

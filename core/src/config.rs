@@ -19,6 +19,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_millis(MAX_TICKS);
 /// | field | default | allowed | meaning |
 /// |---|---|---|---|
 /// | `failure_threshold` | 5 | 1 ..= 2^32 - 1 | consecutive failures in CLOSED that open it |
+/// | `consecutive_failures` | true | false needs a rate policy | whether `failure_threshold` trips at all |
 /// | `recovery_timeout` | 60 s | 0 ..= [`MAX_TIMEOUT`] | how long OPEN lasts before probing; 0 probes at once |
 /// | `success_threshold` | 1 | 1 ..= 255 | consecutive probe successes in HALF_OPEN that close it |
 /// | `half_open_max_calls` | 1 | 1 ..= 255 | probes admitted at the same time in HALF_OPEN |
@@ -50,6 +51,10 @@ pub const MAX_TIMEOUT: Duration = Duration::from_millis(MAX_TICKS);
 pub struct Config {
     /// Consecutive failures in CLOSED that open the breaker.
     pub failure_threshold: u64,
+    /// Whether `failure_threshold` consecutive failures trip the breaker (the default). `false`
+    /// leaves tripping to the rate policies, as in resilience4j: a failure in CLOSED is then
+    /// counted in the window only, and writes nothing to the word.
+    pub consecutive_failures: bool,
     /// How long OPEN lasts before the breaker admits probes.
     pub recovery_timeout: Duration,
     /// Consecutive probe successes in HALF_OPEN that close the breaker.
@@ -75,6 +80,7 @@ impl PartialEq for Config {
     fn eq(&self, other: &Self) -> bool {
         let bits = |r: Option<f64>| r.map(f64::to_bits);
         self.failure_threshold == other.failure_threshold
+            && self.consecutive_failures == other.consecutive_failures
             && self.recovery_timeout == other.recovery_timeout
             && self.success_threshold == other.success_threshold
             && self.half_open_max_calls == other.half_open_max_calls
@@ -93,6 +99,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             failure_threshold: 5,
+            consecutive_failures: true,
             recovery_timeout: Duration::from_secs(60),
             success_threshold: 1,
             half_open_max_calls: 1,
@@ -119,6 +126,32 @@ impl Config {
     /// Sets `failure_threshold`.
     pub fn failure_threshold(mut self, n: u64) -> Self {
         self.failure_threshold = n;
+        self
+    }
+
+    /// Sets `consecutive_failures`: `false` trips on the rate policies only (one must be set),
+    /// and a failure in CLOSED writes nothing but its bucket.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, SlidingWindow, State};
+    /// let rates_only = Config::default()
+    ///     .consecutive_failures(false)
+    ///     .failure_rate_threshold(0.5)
+    ///     .minimum_calls(20)
+    ///     .sliding_window(SlidingWindow::Calls(20));
+    /// let breaker = CircuitBreaker::new(rates_only).unwrap();
+    /// for _ in 0..19 {
+    ///     let _ = breaker.call(|| Err::<(), _>("503"));
+    /// }
+    /// assert_eq!(breaker.state(), State::Closed); // 19 failures in a row, but fewer than 20 calls
+    /// let _ = breaker.call(|| Err::<(), _>("503"));
+    /// assert_eq!(breaker.state(), State::Open);
+    ///
+    /// let err = Config::default().consecutive_failures(false).limits().unwrap_err();
+    /// assert_eq!(err.field(), "consecutive_failures");
+    /// ```
+    pub fn consecutive_failures(mut self, on: bool) -> Self {
+        self.consecutive_failures = on;
         self
     }
 
@@ -195,9 +228,10 @@ impl Config {
     /// assert!(line.starts_with("failure_threshold=3, recovery_timeout_seconds=60,"));
     /// ```
     pub fn describe(&self) -> String {
+        let threshold = if self.consecutive_failures { self.failure_threshold.to_string() } else { "None".into() };
         let mut line = format!(
             "failure_threshold={}, recovery_timeout_seconds={}, success_threshold={}, half_open_max_calls={}, probe_timeout_seconds={}",
-            self.failure_threshold,
+            threshold,
             self.recovery_timeout.as_secs_f64(),
             self.success_threshold,
             self.half_open_max_calls,
@@ -234,8 +268,19 @@ impl Config {
         let probe_ticks = timeout_ticks("probe_timeout", self.probe_timeout, 1)?;
         let unit = 1u64 << COARSE_SHIFT;
         let rates = self.rate_limits()?;
+        if !self.consecutive_failures && rates.is_none() {
+            return Err(ConfigError {
+                field: "consecutive_failures",
+                value: "false".into(),
+                allowed: "true, or false with a rate policy (failure_rate_threshold or slow_call_duration): nothing else would trip the breaker".into(),
+                bounds: (1, 1),
+                millis: false,
+            });
+        }
         Ok(Limits {
-            failure_threshold: self.failure_threshold,
+            // Off: a count that is never reached (and never written, see `Limits::counts_failures`).
+            failure_threshold: if self.consecutive_failures { self.failure_threshold } else { u64::MAX },
+            counts_failures: self.consecutive_failures,
             success_threshold: self.success_threshold,
             half_open_max_calls: self.half_open_max_calls,
             recovery_ticks,

@@ -215,11 +215,12 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     fnv1a_step(FNV_OFFSET, bytes)
 }
 
-/// A [`Config`] as the numbers a slot records (durations in milliseconds, rounded up).
+/// A [`Config`] as the numbers a slot records (durations in milliseconds, rounded up; a
+/// failure threshold of 0, which no valid config has, for `consecutive_failures` off).
 fn config_words(config: &Config) -> [u64; 5] {
     let ms = |d: std::time::Duration| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
     [
-        config.failure_threshold,
+        if config.consecutive_failures { config.failure_threshold } else { 0 },
         ms(config.recovery_timeout),
         config.success_threshold,
         config.half_open_max_calls,
@@ -234,7 +235,8 @@ fn fingerprint(words: &[u64; 5]) -> u64 {
 fn config_from_words(words: [u64; 5]) -> Config {
     let ms = std::time::Duration::from_millis;
     Config::default()
-        .failure_threshold(words[0])
+        .failure_threshold(words[0].max(1))
+        .consecutive_failures(words[0] != 0)
         .recovery_timeout(ms(words[1]))
         .success_threshold(words[2])
         .half_open_max_calls(words[3])

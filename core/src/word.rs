@@ -119,6 +119,9 @@ const TAG_DISABLED: u64 = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub(crate) failure_threshold: u64,
+    /// Whether CLOSED counts consecutive failures (`Config::consecutive_failures`); when not,
+    /// a failure in CLOSED leaves the word as it is.
+    pub(crate) counts_failures: bool,
     pub(crate) success_threshold: u64,
     pub(crate) half_open_max_calls: u64,
     /// OPEN lasts this many ticks.
@@ -574,6 +577,14 @@ impl Snapshot {
         outcome == Outcome::Success && self.tag() == TAG_CLOSED && self.payload() == 0
     }
 
+    /// Whether a failure leaves the word as it is without looking further: CLOSED, a call
+    /// admitted in CLOSED, and no consecutive count kept (`Config::consecutive_failures` off;
+    /// the rate policies decide).
+    #[inline(always)]
+    pub(crate) fn ignores_failure(self, ticket: Ticket, limits: &Limits) -> bool {
+        !limits.counts_failures && !ticket.probe && self.tag() == TAG_CLOSED
+    }
+
     /// The common failure, decided on the word alone: CLOSED, the ticket current, and the count
     /// still below the threshold after it. The next word is this one plus one (the count is the
     /// payload's lowest bits and stays far below its width). `None` when the full transition
@@ -768,6 +779,7 @@ impl Snapshot {
             tag if !ticket.probe && (tag == TAG_CLOSED || tag > TAG_DISABLED) => match outcome {
                 Outcome::Success if self.failures() == 0 => Step::stay(()),
                 Outcome::Success => Step::write(Snapshot::closed(generation, 0), ()),
+                Outcome::Failure if !limits.counts_failures => Step::stay(()),
                 Outcome::Failure => {
                     let failures = self.failures() + 1;
                     if failures >= limits.failure_threshold {

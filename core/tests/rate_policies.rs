@@ -158,8 +158,34 @@ fn the_window_starts_clean_after_every_transition_into_closed() {
 }
 
 #[test]
+fn with_the_consecutive_count_off_only_the_rates_trip_and_closed_failures_write_nothing() {
+    let config = rate(SlidingWindow::Calls(20)).failure_threshold(3).consecutive_failures(false).recovery_timeout(Duration::from_secs(1));
+    let (b, clock) = breaker(config);
+    let before = b.snapshot();
+    for _ in 0..5 {
+        assert!(outcome(&b, false).is_none());
+    }
+    for i in 0..4 {
+        assert!(outcome(&b, true).is_none(), "failure {i}: the threshold of 3 is off");
+    }
+    assert_eq!(b.snapshot(), before, "CLOSED failures and successes leave the word as it was");
+    assert_eq!(b.window_totals().unwrap(), WindowTotals { calls: 9, failures: 4, slow: 0 });
+    let t = outcome(&b, true).expect("5 of 10 calls failed: the rate trips");
+    assert_eq!((t.to, t.reason), (State::Open, Reason::FailureRate { failures: 5, calls: 10 }));
+    // HALF_OPEN still decides on its probes: a failed probe reopens, a successful one closes.
+    clock.advance(Duration::from_secs(2));
+    assert!(outcome(&b, true).is_some_and(|t| t.from == State::HalfOpen && t.to == State::Open));
+    clock.advance(Duration::from_secs(2));
+    assert!(outcome(&b, false).is_some_and(|t| t.to == State::Closed));
+    assert_eq!(b.snapshot().failures(), 0);
+    assert!(Config::default().consecutive_failures(false).slow_call_duration(Duration::from_millis(5)).limits().is_ok());
+    assert!(Config::default().consecutive_failures(false).describe().starts_with("failure_threshold=None,"));
+}
+
+#[test]
 fn bad_values_are_typed_errors_naming_the_field() {
-    let cases: [(Config, &str); 8] = [
+    let cases: [(Config, &str); 9] = [
+        (Config::default().consecutive_failures(false), "consecutive_failures"),
         (Config::default().failure_rate_threshold(0.0), "failure_rate_threshold"),
         (Config::default().failure_rate_threshold(1.5), "failure_rate_threshold"),
         (Config::default().failure_rate_threshold(f64::NAN), "failure_rate_threshold"),
@@ -232,12 +258,14 @@ fn calls() -> impl Strategy<Value = Vec<Call>> {
 proptest! {
     /// The breaker against a sequential reference: every call kept with its time slice; the
     /// window is the calls whose slice is one of the last `buckets`; it trips at the first
-    /// failure or slow call after which the rates reach a threshold with minimum_calls in.
+    /// failure or slow call after which the rates reach a threshold with minimum_calls in. The
+    /// consecutive count (1,000, out of reach) on or off makes no difference.
     #[test]
-    fn the_window_matches_a_sequential_reference(calls in calls(), window_ms in 16u64..400, min in 1u64..20, by_time in any::<bool>()) {
+    fn the_window_matches_a_sequential_reference(calls in calls(), window_ms in 16u64..400, min in 1u64..20, by_time in any::<bool>(), consecutive in any::<bool>()) {
         let window = if by_time { SlidingWindow::Time(Duration::from_millis(window_ms)) } else { SlidingWindow::Calls(window_ms / 4 + min) };
         let config = Config::default()
             .failure_threshold(1_000)
+            .consecutive_failures(consecutive)
             .failure_rate_threshold(0.5)
             .slow_call_duration(Duration::from_millis(20))
             .slow_call_rate_threshold(0.75)

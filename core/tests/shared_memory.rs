@@ -552,6 +552,12 @@ fn differently_configured_processes_each_apply_their_own_settings() {
     let second = region.attach("api", &eager).unwrap();
     assert_eq!(second.config_mismatch().map(|c| c.failure_threshold), Some(5));
     assert!(region.attach("api", &eager).unwrap().config_mismatch().is_none(), "the last attach is recorded");
+    // The consecutive count switched off is a difference too (the rates alone trip there).
+    let rates_only = eager.consecutive_failures(false).failure_rate_threshold(0.5);
+    let third = region.attach("api", &rates_only).unwrap();
+    assert_eq!(third.config_mismatch().map(|c| (c.failure_threshold, c.consecutive_failures)), Some((2, true)));
+    let back = region.attach("api", &eager).unwrap();
+    assert_eq!(back.config_mismatch().map(|c| c.consecutive_failures), Some(false));
     let slow = CircuitBreaker::with_store(patient, cb_core::DefaultClock::default(), first.counters(), first.word()).unwrap();
     let fast = CircuitBreaker::with_store(eager, cb_core::DefaultClock::default(), second.counters(), second.word()).unwrap();
     let _ = slow.call(|| Err::<(), _>(()));

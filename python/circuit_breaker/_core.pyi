@@ -47,7 +47,7 @@ class BreakerCore:
     def __init__(
         self,
         name: str,
-        failure_threshold: int = 5,
+        failure_threshold: Optional[int] = 5,
         recovery_timeout_seconds: Union[int, float] = 60,
         *,
         success_threshold: int = 1,
@@ -100,7 +100,8 @@ class BreakerCore:
     @property
     def name(self) -> str: ...
     @property
-    def failure_threshold(self) -> int: ...
+    def failure_threshold(self) -> Optional[int]:
+        """Consecutive failures that open the breaker; None: the rate policies alone trip it."""
     @property
     def recovery_timeout_seconds(self) -> Union[int, float]: ...
     @property

@@ -137,10 +137,11 @@ class BreakerStatus(TypedDict):
     name: str
     state: StateName
     failure_count: int
-    """Consecutive failures now (the threshold while OPEN or HALF_OPEN)."""
+    """Consecutive failures now (the threshold while OPEN or HALF_OPEN; 0 without one)."""
     success_count: int
     """Successes since creation or the last ``reset()``."""
-    failure_threshold: int
+    failure_threshold: Optional[int]
+    """None when consecutive failures do not trip the breaker (the rate policies alone do)."""
     recovery_timeout_seconds: Union[int, float]
     last_failure_time: Optional[str]
     """ISO-8601 UTC with milliseconds, or None (no failure since the last reset)."""

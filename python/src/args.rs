@@ -52,6 +52,11 @@ pub(crate) fn config_error(err: ConfigError, given: &[(&str, &Bound<'_, PyAny>)]
         other => other,
     };
     let value = given.iter().find(|(n, _)| *n == name).map_or_else(|| "an out-of-range value".to_string(), |(_, v)| v.to_string());
+    if name == "consecutive_failures" {
+        return PyValueError::new_err(
+            "failure_threshold=None (no trip on consecutive failures) needs a rate policy: failure_rate_threshold or slow_call_seconds",
+        );
+    }
     if name == "slow_call_rate_threshold" && err.allowed().starts_with("set together") {
         return PyValueError::new_err("slow_call_rate_threshold needs slow_call_seconds (the duration that makes a call slow)");
     }

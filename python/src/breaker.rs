@@ -367,8 +367,11 @@ impl CircuitBreaker {
         let defaults = Config::default();
         let mut config = defaults;
         // Types here; every range once, in the core (Config::limits).
-        if let Some(v) = failure_threshold.given() {
-            config.failure_threshold = count_arg("failure_threshold", v)?;
+        match failure_threshold.given() {
+            // None: no consecutive-failure trip; the rate policies decide (checked below).
+            Some(v) if v.is_none() => config.consecutive_failures = false,
+            Some(v) => config.failure_threshold = count_arg("failure_threshold", v)?,
+            None => {}
         }
         if let Some(v) = success_threshold.given() {
             config.success_threshold = count_arg("success_threshold", v)?;
@@ -615,10 +618,10 @@ impl CircuitBreaker {
         self.name.clone_ref(py)
     }
 
-    /// Consecutive failures that open the breaker.
+    /// Consecutive failures that open the breaker (`None`: the rate policies alone trip it).
     #[getter]
-    fn failure_threshold(&self) -> u64 {
-        self.inner.config().failure_threshold
+    fn failure_threshold(&self) -> Option<u64> {
+        status::failure_threshold(self.inner.config())
     }
 
     /// Seconds OPEN lasts before probing, as given.
@@ -750,7 +753,7 @@ impl CircuitBreaker {
             "CircuitBreaker(name={}, state={}, failure_threshold={}, recovery_timeout_seconds={})",
             self.name.bind(py).repr().map(|r| r.to_string()).unwrap_or_default(),
             state_name(self.state()),
-            self.inner.config().failure_threshold,
+            status::failure_threshold(self.inner.config()).map_or_else(|| "None".to_string(), |n| n.to_string()),
             self.recovery_timeout_seconds.bind(py),
         )
     }

@@ -33,7 +33,7 @@ pub(crate) fn status<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Bound
     status.set_item(intern!(py, "state"), state_name(state))?;
     status.set_item(intern!(py, "failure_count"), failure_count)?;
     status.set_item(intern!(py, "success_count"), totals.successes)?;
-    status.set_item(intern!(py, "failure_threshold"), config.failure_threshold)?;
+    status.set_item(intern!(py, "failure_threshold"), failure_threshold(config))?;
     status.set_item(intern!(py, "recovery_timeout_seconds"), b.recovery_timeout_seconds.bind(py))?;
     status.set_item(intern!(py, "last_failure_time"), last_failure)?;
     status.set_item(intern!(py, "last_state_change"), iso8601(last_change))?;
@@ -117,11 +117,16 @@ pub(crate) fn degraded(b: &CircuitBreaker) -> bool {
 }
 
 /// Consecutive failures now; the word keeps no count once open, so OPEN and HALF_OPEN report
-/// the threshold that opened it.
+/// the threshold that opened it. Without a consecutive count (`failure_threshold=None`): 0.
 pub(crate) fn failure_count(b: &CircuitBreaker, state: State) -> u64 {
-    match state {
-        State::Closed => b.inner.snapshot().failures(),
-        State::Open | State::HalfOpen => b.inner.config().failure_threshold,
+    match (state, failure_threshold(b.inner.config())) {
+        (State::Closed, _) => b.inner.snapshot().failures(),
+        (State::Open | State::HalfOpen, Some(threshold)) => threshold,
         _ => 0,
     }
+}
+
+/// `failure_threshold` as Python shows it: `None` when consecutive failures do not trip.
+pub(crate) fn failure_threshold(config: &cb_core::Config) -> Option<u64> {
+    config.consecutive_failures.then_some(config.failure_threshold)
 }

@@ -140,6 +140,27 @@ def test_a_timed_out_probe_releases_its_slot() -> None:
     assert b.get_state() is CircuitBreakerState.CLOSED
 
 
+def test_failure_threshold_none_leaves_tripping_to_the_rates() -> None:
+    # resilience4j's model: no consecutive count, only the rate over the window.
+    breaker = CircuitBreaker("rates only", None, 30, failure_rate_threshold=0.5, minimum_calls=20, window_calls=20)
+    assert breaker.failure_threshold is None
+    assert run_mix(breaker, [True], 19) == 19, "19 failures in a row: fewer than minimum_calls, no trip"
+    status = breaker.get_status()
+    assert (status["state"], status["failure_threshold"], status["failure_count"]) == ("CLOSED", None, 0)
+    assert status["calls_in_window"] == 19 and status["failure_rate"] == 1.0
+    assert run_mix(breaker, [True], 5) == 1, "the 20th failure reaches minimum_calls at a rate of 1.0"
+    status = breaker.get_status()
+    assert (status["state"], status["failure_count"]) == ("OPEN", 0)
+    assert "failure_threshold=None" in repr(breaker)
+    # The same settings with the default consecutive count trip at 5 failures in a row.
+    counted = CircuitBreaker("counted", failure_rate_threshold=0.5, minimum_calls=20, window_calls=20)
+    assert run_mix(counted, [True], 19) == 5
+    registry = CircuitBreakerRegistry()
+    made = registry.get_or_create("rates only via registry", failure_threshold=None, failure_rate_threshold=0.5)
+    assert made.failure_threshold is None
+    assert registry.get_or_create("rates only via registry", failure_threshold=None) is made
+
+
 def test_bad_values_are_clear_errors() -> None:
     cases = [
         (dict(failure_rate_threshold=0), ValueError, "failure_rate_threshold must be a fraction in \\(0, 1\\], got 0"),
@@ -157,6 +178,8 @@ def test_bad_values_are_clear_errors() -> None:
         (dict(failure_rate_threshold=0.5, minimum_calls=30, window_calls=20), ValueError, "minimum_calls must be in 1..=20, got 30"),
         (dict(minimum_calls=10), ValueError, "set failure_rate_threshold or slow_call_seconds"),
         (dict(timeout_seconds=0), ValueError, "timeout_seconds must be greater than 0"),
+        (dict(failure_threshold=None), ValueError, "failure_threshold=None .* needs a rate policy"),
+        (dict(failure_threshold=None, minimum_calls=5), ValueError, "needs a rate policy: failure_rate_threshold or slow_call_seconds"),
         (dict(timeout_seconds="1"), TypeError, "timeout_seconds must be an int or a float"),
     ]
     for kwargs, error, message in cases:

@@ -622,7 +622,8 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         }
         let at = if rates.reads_clock() { self.clock.now() } else { 0 };
         let slow = rates.slow_ticks > 0 && at.saturating_sub(ticket.started()) >= rates.slow_ticks;
-        let reason = window.record(ticket.generation(), outcome == Outcome::Failure, slow, at, rates)?;
+        let live = || self.store.load().generation();
+        let reason = window.record(ticket.generation(), outcome == Outcome::Failure, slow, at, rates, &live)?;
         self.trip(ticket, reason)
     }
 

@@ -27,6 +27,15 @@
 //! every transition into CLOSED** (calls admitted before it are not counted), and only calls
 //! admitted in CLOSED are counted (probes decide HALF_OPEN by themselves).
 //!
+//! Tags are truncated, so they are compared for equality only: a bucket of another generation
+//! is an ended one's (overwritten) unless the word says that generation is live (then the call
+//! is the stale one and is not counted); a count window's sequence says whether the window
+//! moved on; a time bucket whose slice is at most 1,024 slices after the call's belongs to a
+//! later slice (the call stalled a whole window or more: not counted), otherwise it is old.
+//! One case stays ambiguous: a bucket untouched for exactly a multiple of 65,536 slices, or
+//! 256 generations, in the same slice, carries the current tag, and its old counts read as
+//! current until its slice ends.
+//!
 //! A failure (or slow call) decides on the window's totals: the current bucket plus the sums
 //! of the closed buckets before it, which are summed once per slice and cached (tagged like a
 //! bucket) for the slice's later decisions. A call that arrives late for a closed slice (a
@@ -308,11 +317,10 @@ fn counts(bucket: u64) -> WindowTotals {
     }
 }
 
-/// Whether truncated `a` is after truncated `b` (modular: within half the range).
-fn after(a: u64, b: u64, bits: u32) -> bool {
-    let d = a.wrapping_sub(b) & mask(bits);
-    d != 0 && d < (1 << (bits - 1))
-}
+/// How many slices ahead of a call's a bucket of its generation can be and still be read as
+/// newer (the call stalled that long between reading the clock and writing); further ahead,
+/// its truncated epoch has wrapped: it is older.
+const LATE_EPOCHS: u64 = 1 << 10;
 
 impl Window {
     /// The epoch of a call recorded now (count-based: takes the next call number).
@@ -335,13 +343,22 @@ impl Window {
     }
 
     /// Counts one call of `generation` (a failure and/or slow) and, when it was a failure or
-    /// slow, says whether the window's rates now trip the breaker.
+    /// slow, says whether the window's rates now trip the breaker. `live` reads the breaker's
+    /// generation now (asked only when a bucket of another generation is found).
     #[inline(always)]
-    pub(crate) fn record(&self, generation: u64, failed: bool, slow: bool, now: u64, limits: &RateLimits) -> Option<crate::Reason> {
+    pub(crate) fn record(
+        &self,
+        generation: u64,
+        failed: bool,
+        slow: bool,
+        now: u64,
+        limits: &RateLimits,
+        live: &dyn Fn() -> u64,
+    ) -> Option<crate::Reason> {
         let epoch = self.current_epoch(now, limits);
         let add = (1 << CALLS_SHIFT) | (u64::from(failed) << FAIL_SHIFT) | (u64::from(slow) << SLOW_SHIFT);
         if !self.count_fast(generation, epoch, add, limits) {
-            return self.record_slow(generation, epoch, add, failed || slow, limits);
+            return self.record_slow(generation, epoch, add, failed || slow, limits, live);
         }
         if failed || slow {
             return self.decide(generation, epoch, limits);
@@ -368,8 +385,16 @@ impl Window {
     /// Everything but the common case, then the decision if `decide`.
     #[cold]
     #[inline(never)]
-    fn record_slow(&self, generation: u64, epoch: u64, add: u64, decide: bool, limits: &RateLimits) -> Option<crate::Reason> {
-        let epoch = self.count_slow(generation, epoch, add, limits)?;
+    fn record_slow(
+        &self,
+        generation: u64,
+        epoch: u64,
+        add: u64,
+        decide: bool,
+        limits: &RateLimits,
+        live: &dyn Fn() -> u64,
+    ) -> Option<crate::Reason> {
+        let epoch = self.count_slow(generation, epoch, add, limits, live)?;
         if decide {
             return self.decide(generation, epoch, limits);
         }
@@ -382,11 +407,17 @@ impl Window {
     }
 
     /// The compare-and-set loop for everything but the common case: a full count bucket (the
-    /// window moves on), rotation (the bucket held an older slice or generation), a late call,
-    /// a full time bucket, a lost race. Returns the epoch the call was counted in (or would
-    /// have been, in a full time bucket), or `None` if the call is stale: a newer generation
-    /// owns the window.
-    fn count_slow(&self, generation: u64, mut epoch: u64, add: u64, limits: &RateLimits) -> Option<u64> {
+    /// window moves on), rotation (the bucket held an older slice or generation), a call late
+    /// by a whole window, a full time bucket, a lost race. Returns the epoch the call was
+    /// counted in (or would have been, in a full time bucket), or `None` if it is not counted:
+    /// stale (its generation has ended) or late by a whole window.
+    ///
+    /// Tags hold truncated generations and epochs, so "older" and "newer" are not read from
+    /// them alone: a bucket of another generation is older unless it is the live one's (asked
+    /// of `live`, the word); in a count window the sequence says whether the window moved on;
+    /// in a time window a bucket is newer only by at most [`LATE_EPOCHS`] slices (a thread that
+    /// stalled between its clock read and its write), else older (however long ago).
+    fn count_slow(&self, generation: u64, mut epoch: u64, add: u64, limits: &RateLimits, live: &dyn Fn() -> u64) -> Option<u64> {
         // A count bucket is full at its size (then the window moves on), a time bucket at the
         // most a bucket counts (then calls are not counted until the next slice, documented).
         let full = if limits.by_time { MAX_BUCKET_CALLS } else { limits.per_bucket };
@@ -406,26 +437,25 @@ impl Window {
                         epoch = self.move_on(epoch);
                         continue 'bucket;
                     }
-                } else {
-                    let (their_gen, their_epoch) = (current >> GEN_SHIFT, (current >> EPOCH_SHIFT) & mask(EPOCH_BITS));
-                    if their_gen == generation & mask(GEN_BITS) {
-                        if !after(their_epoch, epoch, EPOCH_BITS) {
-                            ours | add // rotation: the bucket held an older slice
-                        } else if !limits.by_time {
-                            // The window went round while this call was on its way: follow it.
-                            epoch = self.seq.load(Ordering::Acquire);
-                            continue 'bucket;
-                        } else if counts(current).calls < full {
-                            // A later slice began while this call was on its way: count it there.
-                            current + add
-                        } else {
-                            return Some(epoch);
-                        }
-                    } else if after(their_gen, generation, GEN_BITS) {
-                        return None; // a newer generation owns the window: this call is stale
-                    } else {
-                        ours | add // an older generation's bucket
+                } else if current >> GEN_SHIFT != generation & mask(GEN_BITS) {
+                    if current >> GEN_SHIFT == live() & mask(GEN_BITS) {
+                        return None; // the live generation's bucket: this call's has ended
                     }
+                    ours | add // an ended generation's bucket
+                } else if !limits.by_time {
+                    let now = self.seq.load(Ordering::Acquire);
+                    if now != epoch {
+                        // The window moved on while this call was on its way: follow it.
+                        epoch = now;
+                        continue 'bucket;
+                    }
+                    ours | add // rotation: every bucket but the sequence's is older
+                } else {
+                    let ahead = ((current >> EPOCH_SHIFT).wrapping_sub(epoch)) & mask(EPOCH_BITS);
+                    if ahead <= LATE_EPOCHS {
+                        return None; // a slice at least a window later owns the bucket: too late
+                    }
+                    ours | add // rotation: the bucket held an older slice
                 };
                 match bucket.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => return Some(epoch),
@@ -496,7 +526,7 @@ mod tests {
         let l = limits(SlidingWindow::Time(Duration::from_millis(160))); // 16 buckets of 10 ms
         let w = Window::default();
         for t in 0..160 {
-            assert_eq!(w.record(1, false, false, t, &l), None);
+            assert_eq!(w.record(1, false, false, t, &l, &|| 1), None);
         }
         assert_eq!(w.totals(1, 159, &l).calls, 160);
         // 10 ms later the oldest slice (t 0..10) has left the window.
@@ -509,9 +539,9 @@ mod tests {
     fn a_stale_generation_does_not_overwrite_a_newer_one() {
         let l = limits(SlidingWindow::Calls(16));
         let w = Window::default();
-        w.record(5, true, false, 0, &l);
-        w.record(4, true, false, 0, &l); // stale
-        w.record(5, false, false, 0, &l);
+        w.record(5, true, false, 0, &l, &|| 5);
+        w.record(4, true, false, 0, &l, &|| 5); // stale
+        w.record(5, false, false, 0, &l, &|| 5);
         assert_eq!(w.totals(5, 0, &l), WindowTotals { calls: 2, failures: 1, slow: 0 });
     }
 
@@ -544,7 +574,7 @@ mod tests {
         let w = Window::default();
         for t in 0..400u64 {
             let generation = t / 150; // a new generation every 150 ms
-            w.record(generation, t % 3 == 0, false, t, &l);
+            w.record(generation, t % 3 == 0, false, t, &l, &|| generation);
             // A decision (cached after the first in each slice) and a brute-force sum agree,
             // including the calls counted in the current slice since the cache was written.
             assert_eq!(w.totals(generation, t, &l), summed(&w, generation, t / 10, &l), "at {t}");
@@ -564,7 +594,7 @@ mod tests {
                 let w = std::sync::Arc::clone(&w);
                 std::thread::spawn(move || {
                     for n in 0..20_000u64 {
-                        w.record(0, (n + i) % 4 == 0, false, 0, &l);
+                        w.record(0, (n + i) % 4 == 0, false, 0, &l, &|| 0);
                     }
                 })
             })
@@ -581,11 +611,51 @@ mod tests {
     }
 
     #[test]
+    fn a_time_window_counts_again_after_a_quiet_spell_its_truncated_epochs_misread() {
+        // 16 buckets of 1 ms. After 40 s of quiet the buckets' 16-bit epochs, compared by
+        // wrapping distance alone, looked newer than the clock's, and calls went into them
+        // unread: the window was blind until the distance wrapped again.
+        let l = limits(SlidingWindow::Time(Duration::from_millis(16)));
+        let w = Window::default();
+        for t in 0..16 {
+            w.record(0, true, false, t, &l, &|| 0);
+        }
+        for t in 40_016..40_026 {
+            w.record(0, t % 2 == 0, false, t, &l, &|| 0);
+        }
+        assert_eq!(w.totals(0, 40_025, &l), WindowTotals { calls: 10, failures: 5, slow: 0 });
+        // A call that stalled for less than a window is counted in its own slice; one that
+        // stalled for a whole window or more finds a later slice in its bucket and is not.
+        w.record(0, true, false, 40_020, &l, &|| 0);
+        assert_eq!(w.totals(0, 40_025, &l).calls, 11);
+        w.record(0, true, false, 40_009, &l, &|| 0);
+        assert_eq!(w.totals(0, 40_025, &l).calls, 11);
+    }
+
+    #[test]
+    fn a_bucket_of_an_ended_generation_is_reused_whatever_its_truncated_tag_says() {
+        // Generation 100's bucket, then generation 306 (56 in 8 bits, "before" 100 by wrapping
+        // distance): it used to be taken for a newer generation's, and every call was dropped.
+        let l = limits(SlidingWindow::Calls(160));
+        let w = Window::default();
+        for _ in 0..5 {
+            w.record(100, true, false, 0, &l, &|| 100);
+        }
+        for _ in 0..3 {
+            w.record(306, false, false, 0, &l, &|| 306);
+        }
+        assert_eq!(w.totals(306, 0, &l), WindowTotals { calls: 3, failures: 0, slow: 0 });
+        // While 306 is live, a late call of 100 changes nothing.
+        w.record(100, true, false, 0, &l, &|| 306);
+        assert_eq!(w.totals(306, 0, &l), WindowTotals { calls: 3, failures: 0, slow: 0 });
+    }
+
+    #[test]
     fn buckets_saturate_instead_of_wrapping() {
         let l = RateLimits::new(Some(0.5), None, 0, 1, SlidingWindow::Time(Duration::from_secs(16)));
         let w = Window::default();
         for _ in 0..(MAX_BUCKET_CALLS + 10) {
-            w.record(0, false, false, 5, &l);
+            w.record(0, false, false, 5, &l, &|| 0);
         }
         assert_eq!(w.totals(0, 5, &l).calls, MAX_BUCKET_CALLS);
     }

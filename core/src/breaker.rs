@@ -678,17 +678,17 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         let now = LazyNow::new(&self.clock);
         if outcome == Outcome::Failure {
             self.metrics.on_failure(if self.metrics.wants_failure_time() { now.get() } else { 0 });
-            // A failure that only counts: one CAS, no loop machinery (none at all when the
+            // A failure that only counts: one CAS, no loop machinery (and none at all when the
             // consecutive count is off).
             let current = self.store.load();
-            if current.ignores_failure(ticket, &self.limits) {
-                return None;
-            }
             if let Some(next) = current.counts_failure(ticket, &self.limits) {
                 match self.store.compare_exchange(current, next) {
                     Ok(()) => return None,
                     Err(actual) => return self.record_slow(actual, ticket, outcome, now),
                 }
+            }
+            if current.ignores_failure(ticket, &self.limits) {
+                return None;
             }
             return self.record_slow(current, ticket, outcome, now);
         }

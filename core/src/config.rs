@@ -278,8 +278,8 @@ impl Config {
             });
         }
         Ok(Limits {
-            // Off: a count that is never reached (and never written, see `Limits::counts_failures`).
-            failure_threshold: if self.consecutive_failures { self.failure_threshold } else { u64::MAX },
+            // Off: 0, which no count is below (see `Limits::counts_failures`).
+            failure_threshold: if self.consecutive_failures { self.failure_threshold } else { 0 },
             counts_failures: self.consecutive_failures,
             success_threshold: self.success_threshold,
             half_open_max_calls: self.half_open_max_calls,

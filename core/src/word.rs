@@ -120,7 +120,8 @@ const TAG_DISABLED: u64 = 4;
 pub struct Limits {
     pub(crate) failure_threshold: u64,
     /// Whether CLOSED counts consecutive failures (`Config::consecutive_failures`); when not,
-    /// a failure in CLOSED leaves the word as it is.
+    /// a failure in CLOSED leaves the word as it is (and `failure_threshold` is 0, so that the
+    /// common failure's check, `counts_failure`, fails without a test of its own).
     pub(crate) counts_failures: bool,
     pub(crate) success_threshold: u64,
     pub(crate) half_open_max_calls: u64,
@@ -461,7 +462,7 @@ impl Snapshot {
     pub fn is_well_formed(self, now: u64, limits: &Limits) -> bool {
         let not_ahead = |tick: u64| tick <= now.saturating_add(CLOCK_SKEW_TICKS);
         match self.tag() {
-            TAG_CLOSED => self.failures() < limits.failure_threshold,
+            TAG_CLOSED => self.failures() < limits.failure_threshold || !limits.counts_failures,
             TAG_OPEN => not_ahead(self.payload()),
             TAG_HALF_OPEN => {
                 self.in_flight() <= limits.half_open_max_calls

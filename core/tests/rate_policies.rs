@@ -180,6 +180,9 @@ fn with_the_consecutive_count_off_only_the_rates_trip_and_closed_failures_write_
     assert_eq!(b.snapshot().failures(), 0);
     assert!(Config::default().consecutive_failures(false).slow_call_duration(Duration::from_millis(5)).limits().is_ok());
     assert!(Config::default().consecutive_failures(false).describe().starts_with("failure_threshold=None,"));
+    // A shared word another process counts failures in is not taken for corruption.
+    let limits = config.limits().unwrap();
+    assert!(cb_core::Snapshot::closed(b.snapshot().generation(), 7).is_well_formed(0, &limits));
 }
 
 #[test]

@@ -1,12 +1,15 @@
-"""What the multi-process tests share: the start of every child's script (``PREAMBLE``), and
-collecting the child's one ``REPORT {json}`` line that its ``report(**values)`` prints."""
+"""What the multi-process tests share: the start of every child's script (``PREAMBLE``),
+releasing children at once, and collecting the child's one ``REPORT {json}`` line that its
+``report(**values)`` prints."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import textwrap
-from typing import Any, Dict
+import time
+from pathlib import Path
+from typing import Any, Dict, List
 
 # Every child starts with this: log records on `circuit_breaker` are collected; `report(**values)`
 # prints the values with them as one JSON line; `wait_for_go()` waits for the file named by
@@ -52,6 +55,21 @@ def finish(child: "subprocess.Popen[str]", timeout: float = 60) -> Dict[str, Any
     assert len(reports) == 1, out + err
     report: Dict[str, Any] = reports[0]
     return report
+
+
+def release_together(children: "List[subprocess.Popen[str]]", go: Path, settle: float) -> List[Dict[str, Any]]:
+    """Gives `children` `settle` seconds to attach, tells them all to go at once (they wait in
+    `wait_for_go()` for the file `go`), and returns their reports. Every child is killed if a
+    report is not collected."""
+    try:
+        time.sleep(settle)
+        go.write_text("go")
+        return [finish(c) for c in children]
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.kill()
+                c.wait()
 
 
 def opens(report: Dict[str, Any]) -> int:

@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 from children import PREAMBLE as PREAMBLE_COMMON
-from children import finish, opens
+from children import finish, opens, release_together
 import redis  # redis-py, from the test extra: administers the test's own servers
 
 from circuit_breaker import (
@@ -117,16 +117,7 @@ def start(script: str, env: Dict[str, str]) -> "subprocess.Popen[str]":
 
 def run_hosts(script: str, hosts: int, env: Dict[str, str], go: Path) -> List[Dict[str, Any]]:
     """Starts `hosts` children, lets them attach, then tells them all to go at once."""
-    children = [start(script, {**env, "CB_TEST_GO": str(go)}) for _ in range(hosts)]
-    try:
-        time.sleep(0.5)
-        go.write_text("go")
-        return [finish(c) for c in children]
-    finally:
-        for c in children:
-            if c.poll() is None:
-                c.kill()
-                c.wait()
+    return release_together([start(script, {**env, "CB_TEST_GO": str(go)}) for _ in range(hosts)], go, settle=0.5)
 
 
 def eventually(condition: Any, within: float = 3.0) -> None:

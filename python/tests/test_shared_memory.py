@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 from children import PREAMBLE as PREAMBLE_COMMON
-from children import finish, opens
+from children import finish, opens, release_together
 
 from circuit_breaker import (
     CircuitBreaker,
@@ -64,16 +64,7 @@ def start(script: str, region: Path, go: Optional[Path] = None, env: Optional[Di
 
 def run_all(script: str, region: Path, processes: int, env: Optional[Dict[str, str]] = None) -> List[Dict[str, Any]]:
     go = region.with_name("go")
-    children = [start(script, region, go, env) for _ in range(processes)]
-    try:
-        time.sleep(0.2)
-        go.write_text("go")
-        return [finish(c) for c in children]
-    finally:
-        for c in children:
-            if c.poll() is None:
-                c.kill()
-                c.wait()
+    return release_together([start(script, region, go, env) for _ in range(processes)], go, settle=0.2)
 
 
 def test_processes_count_every_call_and_trip_exactly_once(region: Path) -> None:

@@ -54,6 +54,26 @@ fn recloser_breaker(closed_len: usize, wait: Duration) -> recloser::Recloser {
         .build()
 }
 
+/// Calls made on breakers that must not trip: `iters` calls timed in chunks of [`CHUNK`], each
+/// on a fresh breaker from `make` (made outside the timed region).
+const CHUNK: u64 = 100_000;
+
+fn chunked<B>(iters: u64, make: impl Fn() -> B, call: impl Fn(&B)) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        let breaker = make();
+        let start = Instant::now();
+        for _ in 0..n {
+            call(&breaker);
+        }
+        total += start.elapsed();
+        left -= n;
+    }
+    total
+}
+
 fn floor(c: &mut Criterion) {
     let mut g = c.benchmark_group("floor");
     let word = AtomicU64::new(0);
@@ -114,7 +134,6 @@ fn closed_success(c: &mut Criterion) {
 /// success-rate-over-time-window policy and recloser (whose only policy is a failure rate over
 /// a ring buffer), on a CLOSED success and on a failure that is counted but trips nothing.
 fn rate_policies(c: &mut Criterion) {
-    const CHUNK: u64 = 100_000;
     const WINDOW: Duration = Duration::from_secs(10);
     let ok = || Ok::<u64, ()>(black_box(1));
     let rate = |window: SlidingWindow| Config::default().failure_rate_threshold(0.5).minimum_calls(100).sliding_window(window);
@@ -149,36 +168,21 @@ fn rate_policies(c: &mut Criterion) {
         .failure_rate_threshold(1.0)
         .minimum_calls(u64::from(u32::MAX))
         .sliding_window(SlidingWindow::Time(WINDOW));
-    let chunked = |iters: u64, call: &dyn Fn() -> Box<dyn Fn()>| {
-        let mut total = Duration::ZERO;
-        let mut left = iters;
-        while left > 0 {
-            let n = left.min(CHUNK);
-            let f = call();
-            let start = Instant::now();
-            for _ in 0..n {
-                f();
-            }
-            total += start.elapsed();
-            left -= n;
-        }
-        total
-    };
     g.bench_function("cb_core/time_window", |i| {
-        i.iter_custom(|n| chunked(n, &|| { let b = cb(never, CoarseClock, NoMetrics); Box::new(move || drop(black_box(b.call(err)))) }))
+        i.iter_custom(|n| chunked(n, || cb(never, CoarseClock, NoMetrics), |b| drop(black_box(b.call(err)))))
     });
     // The last 100,000 calls, in buckets of 6,250: every failure is counted with a
     // compare-and-set (a time bucket in this loop is full after its first 16,383 calls).
     let never_by_count = never.minimum_calls(100_000).sliding_window(SlidingWindow::Calls(100_000));
     let count_window = |i: &mut criterion::Bencher, config: Config| {
-        i.iter_custom(|n| chunked(n, &|| { let b = cb(config, CoarseClock, NoMetrics); Box::new(move || drop(black_box(b.call(err)))) }))
+        i.iter_custom(|n| chunked(n, || cb(config, CoarseClock, NoMetrics), |b| drop(black_box(b.call(err)))))
     };
     g.bench_function("cb_core/count_window", |i| count_window(i, never_by_count));
     g.bench_function("failsafe", |i| {
-        i.iter_custom(|n| chunked(n, &|| { let f = failsafe_rate(0.5, u32::MAX); Box::new(move || drop(black_box(f.call(err)))) }))
+        i.iter_custom(|n| chunked(n, || failsafe_rate(0.5, u32::MAX), |f| drop(black_box(f.call(err)))))
     });
     g.bench_function("recloser", |i| {
-        i.iter_custom(|n| chunked(n, &|| { let r = recloser_breaker(2 * CHUNK as usize, LONG); Box::new(move || drop(black_box(r.call(err)))) }))
+        i.iter_custom(|n| chunked(n, || recloser_breaker(2 * CHUNK as usize, LONG), |r| drop(black_box(r.call(err)))))
     });
     g.finish();
 
@@ -194,23 +198,7 @@ fn rate_policies(c: &mut Criterion) {
 /// Failures below the threshold: each sample gets fresh breakers (outside the timed region)
 /// every CHUNK calls so none ever trips.
 fn closed_failure(c: &mut Criterion) {
-    const CHUNK: u64 = 100_000;
     let mut g = c.benchmark_group("closed_failure");
-    fn chunked<B>(iters: u64, make: impl Fn() -> B, call: impl Fn(&B)) -> Duration {
-        let mut total = Duration::ZERO;
-        let mut left = iters;
-        while left > 0 {
-            let n = left.min(CHUNK);
-            let breaker = make();
-            let start = Instant::now();
-            for _ in 0..n {
-                call(&breaker);
-            }
-            total += start.elapsed();
-            left -= n;
-        }
-        total
-    }
     let err = || Err::<u64, u64>(black_box(1));
     let config = Config::default().failure_threshold(u64::from(u32::MAX));
     g.bench_function("cb_core/no_counters", |i| {

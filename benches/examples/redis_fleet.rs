@@ -41,17 +41,32 @@ fn main() {
     let config = Config::default().failure_threshold(1).recovery_timeout(Duration::from_secs(3600));
     let (on_a, on_b) = (a.breaker("propagation", config).unwrap(), b.breaker("propagation", config).unwrap());
 
-    let (mut from_call, mut from_commit) = (Vec::new(), Vec::new());
-    for _ in 0..1_000 {
-        on_a.reset();
-        while on_b.state() != State::Closed {
+    // A write that misses the 50 ms deadline (a stall of this shared VM) is decided on host A's
+    // mirror alone, and the resync after it adopts Redis's word: that trip never reaches B.
+    // Such a round is redone after 2 s, counted and reported, not waited for forever.
+    const GIVE_UP: Duration = Duration::from_secs(2);
+    let until = |deadline: Instant, mut done: Box<dyn FnMut() -> bool + '_>| {
+        while !done() {
+            if Instant::now() > deadline {
+                return false;
+            }
             std::thread::yield_now();
+        }
+        true
+    };
+    let (mut from_call, mut from_commit, mut redone) = (Vec::new(), Vec::new(), 0);
+    while from_call.len() < 1_000 {
+        on_a.reset();
+        if !until(Instant::now() + GIVE_UP, Box::new(|| on_b.state() == State::Closed)) {
+            redone += 1;
+            continue;
         }
         let started = Instant::now();
         let _ = on_a.call(|| Err::<(), ()>(())); // the trip, committed in Redis when this returns
         let committed = Instant::now();
-        while on_b.call(|| Ok::<(), ()>(())).is_ok() {
-            std::thread::yield_now();
+        if !until(committed + GIVE_UP, Box::new(|| on_b.call(|| Ok::<(), ()>(())).is_err())) {
+            redone += 1;
+            continue;
         }
         from_call.push(started.elapsed());
         from_commit.push(committed.elapsed());
@@ -67,6 +82,9 @@ fn main() {
             percentile(took, 0.99).as_secs_f64() * 1e6,
             took[took.len() - 1].as_secs_f64() * 1e6
         );
+    }
+    if redone > 0 {
+        println!("\n({redone} rounds redone: a write missed its deadline, and B never saw that round's change.)");
     }
     println!();
 

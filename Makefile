@@ -12,7 +12,7 @@ test-rust:
 	cargo test -p cb_core --release --features tracing --test tracing_events
 	cargo run -q --release -p cb_core --features shared-memory --example shared_memory
 	cargo run -q --release -p cb_core --features tower --example axum_service
-	RUSTDOCFLAGS="-D warnings" cargo doc -p cb_core --no-deps --all-features
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 
 # loom builds with its own cfg, so it gets its own target dir and never invalidates the normal one.
 test-loom:

@@ -1,7 +1,7 @@
 //! `circuit_breaker._core`: the `CircuitBreaker` class, with the whole admit → call → record
 //! path in Rust on top of `cb_core`.
 //!
-//! `call` is a vectorcall method of our own (see [`vectorcall`]); the rest are ordinary PyO3
+//! `call` is a vectorcall method of our own (see the `vectorcall` module); the rest are ordinary PyO3
 //! methods. The `CircuitBreakerState` enum and the exception classes are Python
 //! (`circuit_breaker/_types.py`: a real `Enum`, exceptions with a Python `__init__` that users
 //! can subclass and pickle); this module looks them up once and keeps them.
@@ -10,6 +10,7 @@ mod announce;
 mod args;
 mod breaker;
 mod fleet;
+mod gc;
 mod iso8601;
 mod permit;
 mod policy;

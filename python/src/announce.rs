@@ -4,14 +4,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use cb_core::{State, Transition};
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::PyTraverseError;
 use pyo3::types::{PyDict, PyWeakrefReference};
 
 use crate::refs::refs;
 use crate::state::state_member;
 
 /// The Python listeners of one breaker, shared with its transition hook.
+///
+/// The list's lock is held only to copy, push, or take out a reference: never while Python
+/// code runs (a listener, an `__eq__`, a `__del__` of a dropped listener) and never across a
+/// GIL release, so a thread that waits for it while holding the GIL always gets it.
 pub(crate) struct Listeners {
     /// A weak reference to the breaker, set by the first `add_listener` (a strong one would be
     /// a cycle: the breaker owns this hook).
@@ -28,6 +34,33 @@ impl Listeners {
     pub(crate) fn snapshot(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
         let list = self.list.lock().unwrap_or_else(|e| e.into_inner());
         list.iter().map(|l| l.clone_ref(py)).collect()
+    }
+
+    /// Takes `listener` (this very object) out of the list; the caller drops it, unlocked.
+    pub(crate) fn remove(&self, listener: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        let position = list.iter().position(|l| l.as_ptr() == listener.as_ptr())?;
+        let removed = list.remove(position);
+        self.any.store(!list.is_empty(), Ordering::Release);
+        Some(removed)
+    }
+
+    /// Takes every listener out (for `__clear__`); the caller drops them, unlocked.
+    pub(crate) fn take_all(&self) -> Vec<Py<PyAny>> {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        self.any.store(false, Ordering::Release);
+        std::mem::take(&mut *list)
+    }
+
+    /// Visits the listeners (for `__traverse__`; the weak reference to the breaker owns
+    /// nothing). The lock is only tried: the collector must never wait.
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(list) = self.list.try_lock() {
+            for listener in list.iter() {
+                visit.call(listener)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -9,8 +9,10 @@ use std::sync::atomic::Ordering;
 
 use cb_core::{Config, Outcome, State, Ticket};
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyWeakrefReference};
+use pyo3::PyTraverseError;
 use pyo3::IntoPyObjectExt;
 
 use crate::announce::{on_transition, Listeners};
@@ -98,7 +100,7 @@ impl CircuitBreaker {
                 if value.get_type_ptr() == &raw mut pyo3::ffi::PyCoro_Type {
                     return Self::started_coroutine(slf, ticket, value, rest);
                 }
-                if this.policy.failure_predicate.is_none() {
+                if this.policy.failure_predicate.get().is_none() {
                     this.record(py, ticket, Outcome::Success);
                     return Ok(value.unbind());
                 }
@@ -310,7 +312,11 @@ impl CircuitBreaker {
     }
 
     fn set_last_failure(&self, error: Option<Py<PyAny>>) {
-        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = error;
+        // Lock held for a swap only: the exception it held is dropped after the unlock, because
+        // dropping it may run a `__del__` that releases the GIL, and a thread waiting for this
+        // lock with the GIL held would then deadlock with us.
+        let old = std::mem::replace(&mut *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()), error);
+        drop(old);
     }
 
 }
@@ -468,6 +474,14 @@ impl CircuitBreaker {
                 fleet::ENV_URL,
             )));
         }
+        if (region.is_some() || fleet.is_some()) && name.to_str().is_err() {
+            // Its UTF-8 form would be lossy: two such names would share one slot or key.
+            return Err(PyValueError::new_err(format!(
+                "CircuitBreaker name {} holds a lone surrogate, which is not text; a breaker shared \
+                 through shared memory or Redis needs a name that encodes to UTF-8",
+                name.repr()?
+            )));
+        }
         let (store, counters, clock, window) = match &fleet {
             // Hosts share no monotonic clock: a word in Redis holds wall-clock milliseconds.
             // The rate window stays this host's (a shared one would cost a round trip per call).
@@ -581,18 +595,24 @@ impl CircuitBreaker {
         Ok(())
     }
 
-    /// Removes a listener added with `add_listener`; `ValueError` if it was not added.
+    /// Removes a listener added with `add_listener` (the first one equal to it, as
+    /// `list.remove` finds it: a bound method made again from the same object and function is
+    /// found); `ValueError` if it was not added.
     fn remove_listener(&self, listener: &Bound<'_, PyAny>) -> PyResult<()> {
-        let mut list = self.listeners.list.lock().unwrap_or_else(|e| e.into_inner());
-        let position = list.iter().position(|l| l.bind(listener.py()).is(listener));
-        match position {
-            Some(i) => {
-                list.remove(i);
-                self.listeners.any.store(!list.is_empty(), Ordering::Release);
-                Ok(())
+        let py = listener.py();
+        // `==` runs Python code (`__eq__`), which may release the GIL: never under the lock.
+        // Compare against a copy, then remove the exact object found, if it is still there.
+        for candidate in self.listeners.snapshot(py) {
+            let candidate = candidate.into_bound(py);
+            if candidate.is(listener) || candidate.eq(listener)? {
+                let removed = self.listeners.remove(&candidate);
+                // The listener is dropped here, after the unlock (a drop may run `__del__`).
+                if removed.is_some() {
+                    return Ok(());
+                }
             }
-            None => Err(PyValueError::new_err("listener was not added to this breaker")),
         }
+        Err(PyValueError::new_err("listener was not added to this breaker"))
     }
 
     /// Back to CLOSED with the failure and success counts cleared.
@@ -727,7 +747,7 @@ impl CircuitBreaker {
     /// The fallback called instead of raising (None if none).
     #[getter]
     fn fallback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.policy.fallback.as_ref().map(|f| f.clone_ref(py))
+        self.policy.fallback.get().as_ref().map(|f| f.clone_ref(py))
     }
 
     /// The fallback to call instead of raising the open error, or None (the rule the call path
@@ -746,6 +766,28 @@ impl CircuitBreaker {
     #[getter]
     fn last_failure(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.last_failure.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|e| e.clone_ref(py))
+    }
+
+    /// Everything the breaker refers to, for the cycle collector. Locks are only tried: a
+    /// reference not reported keeps its object alive a little longer, never frees it early.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.policy.traverse(&visit)?;
+        self.listeners.traverse(&visit)?;
+        if let Ok(last) = self.last_failure.try_lock() {
+            visit.call(&*last)?;
+        }
+        visit.call(&self.name)?;
+        visit.call(&self.recovery_timeout_seconds)
+    }
+
+    /// Breaks reference cycles through the breaker (listeners, the last failure, the policy's
+    /// callables). Each value is taken out under its lock and dropped after.
+    fn __clear__(&self) {
+        let listeners = self.listeners.take_all();
+        let last = self.last_failure.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // SAFETY: this is the breaker's `tp_clear`.
+        let callables = unsafe { self.policy.take_callables() };
+        drop((listeners, last, callables));
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

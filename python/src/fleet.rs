@@ -121,24 +121,50 @@ fn identity(options: &RedisOptions) -> String {
 }
 
 /// Opens a fleet handle for `options`, or returns the one this process already opened.
+///
+/// `FLEETS` is locked for a lookup or an insert only, never across the connect (made with the
+/// GIL released): a thread waiting there holding the GIL would otherwise freeze the interpreter.
+/// Two threads opening the same store at once both connect; the first to come back is kept.
 fn open(py: Python<'_>, options: RedisOptions) -> PyResult<RedisFleet> {
     let key = identity(&options);
-    let mut fleets = FLEETS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, fleet)) = fleets.iter().find(|(k, _)| *k == key) {
-        return Ok(fleet.clone());
+    let found = cached(&mut fleets(), &key);
+    if let Some(fleet) = found {
+        return Ok(fleet);
     }
-    let fleet = py.detach(|| RedisFleet::open(options)).map_err(|e| redis_error(py, e, None))?;
-    let url = fleet.options().redacted_url();
-    if !fleet.is_connected() {
+    let opened = py.detach(|| RedisFleet::open(options)).map_err(|e| redis_error(py, e, None))?;
+    let existing = {
+        let mut fleets = fleets();
+        let existing = cached(&mut fleets, &key);
+        if existing.is_none() {
+            fleets.push((key, opened.clone()));
+        }
+        existing
+    };
+    if let Some(fleet) = existing {
+        // Ours is dropped unused (its watcher ends with it), outside the lock.
+        return Ok(fleet);
+    }
+    let url = opened.options().redacted_url();
+    if !opened.is_connected() {
         crate::announce::log(
             py,
             "warning",
             ("circuit_breaker: Redis at %s is unreachable; breakers shared through it work on this host's own state until it answers", url.clone()),
         );
     }
-    fleet.on_event(move |event| log_event(&url, event));
-    fleets.push((key, fleet.clone()));
-    Ok(fleet)
+    opened.on_event(move |event| log_event(&url, event));
+    Ok(opened)
+}
+
+/// `FLEETS`, locked. Callers hold it for a scan and a push only: no Python code runs and the
+/// GIL is never released under it.
+fn fleets() -> std::sync::MutexGuard<'static, Vec<(String, RedisFleet)>> {
+    FLEETS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The handle this process opened for the store `key` names.
+fn cached(fleets: &mut [(String, RedisFleet)], key: &str) -> Option<RedisFleet> {
+    fleets.iter().find(|(k, _)| k == key).map(|(_, fleet)| fleet.clone())
 }
 
 /// Logs a fleet event on the `circuit_breaker` logger. It is logged from a thread of its own:

@@ -4,7 +4,9 @@ use std::sync::Mutex;
 
 use cb_core::{Outcome, Ticket};
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+use pyo3::PyTraverseError;
 
 use crate::breaker::CircuitBreaker;
 
@@ -116,6 +118,12 @@ impl Permit {
     #[getter]
     fn pending(&self) -> bool {
         self.ticket.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// The breaker, for the cycle collector (a permit is immutable apart from its ticket, which
+    /// is plain data: it has nothing to clear; a cycle through it is broken at the breaker).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.breaker)
     }
 
     /// `<Permit of CircuitBreaker 'quotes': probe=False, pending=True>`.

@@ -3,11 +3,14 @@
 
 use cb_core::Outcome;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+use pyo3::PyTraverseError;
 use pyo3::types::{PyBool, PyString, PyTuple};
 
 use crate::announce::log_error_with_traceback;
 use crate::args::{exception_types, is_exception_type, optional_callable};
+use crate::gc::{visit_all, GcCell};
 use crate::refs::refs;
 
 /// What counts as failure, and what to return instead of an error. Set once, at construction.
@@ -17,10 +20,10 @@ pub(crate) struct Policy {
     /// Exception types that never count.
     pub(crate) exclude_types: Option<Py<PyTuple>>,
     /// Predicates `exc -> bool`: a true answer means the exception does not count.
-    pub(crate) exclude_predicates: Vec<Py<PyAny>>,
+    pub(crate) exclude_predicates: GcCell<Vec<Py<PyAny>>>,
     /// `result -> bool`: a true answer means the returned value is a failure.
-    pub(crate) failure_predicate: Option<Py<PyAny>>,
-    pub(crate) fallback: Option<Py<PyAny>>,
+    pub(crate) failure_predicate: GcCell<Option<Py<PyAny>>>,
+    pub(crate) fallback: GcCell<Option<Py<PyAny>>>,
     pub(crate) fallback_on_failure: bool,
 }
 
@@ -29,8 +32,8 @@ impl Policy {
     pub(crate) fn is_plain(&self) -> bool {
         self.expected.is_none()
             && self.exclude_types.is_none()
-            && self.exclude_predicates.is_empty()
-            && self.failure_predicate.is_none()
+            && self.exclude_predicates.get().is_empty()
+            && self.failure_predicate.get().is_none()
     }
 }
 
@@ -78,24 +81,44 @@ impl Policy {
         Ok(Policy {
             expected,
             exclude_types: if types.is_empty() { None } else { Some(PyTuple::new(py, types)?.unbind()) },
-            exclude_predicates: predicates,
-            failure_predicate: optional_callable("failure_predicate", failure_predicate)?,
-            fallback,
+            exclude_predicates: GcCell::new(predicates),
+            failure_predicate: GcCell::new(optional_callable("failure_predicate", failure_predicate)?),
+            fallback: GcCell::new(fallback),
             fallback_on_failure,
         })
     }
 }
 
 impl Policy {
+    /// Every object the policy holds, for the breaker's `__traverse__`.
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.expected)?;
+        visit.call(&self.exclude_types)?;
+        visit_all(visit, self.exclude_predicates.get())?;
+        visit.call(self.failure_predicate.get())?;
+        visit.call(self.fallback.get())
+    }
+
+    /// Lets go of the callables (the tuples of exception types hold only types, which clear
+    /// themselves), for the breaker's `__clear__`; the caller drops them.
+    ///
+    /// # Safety
+    ///
+    /// Only from the breaker's `__clear__` (see [`GcCell::take`]).
+    pub(crate) unsafe fn take_callables(&self) -> (Vec<Py<PyAny>>, Option<Py<PyAny>>, Option<Py<PyAny>>) {
+        // SAFETY: forwarded from the caller.
+        unsafe { (self.exclude_predicates.take(), self.failure_predicate.take(), self.fallback.take()) }
+    }
+
     /// The fallback that replaces the open error, if any.
     pub(crate) fn fallback_after_rejection(&self) -> Option<&Py<PyAny>> {
-        self.fallback.as_ref()
+        self.fallback.get().as_ref()
     }
 
     /// The fallback that replaces the result of a call that ended with `outcome`: only after a
     /// failure, and only with `fallback_on_failure`.
     pub(crate) fn fallback_after(&self, outcome: Outcome) -> Option<&Py<PyAny>> {
-        self.fallback.as_ref().filter(|_| outcome == Outcome::Failure && self.fallback_on_failure)
+        self.fallback.get().as_ref().filter(|_| outcome == Outcome::Failure && self.fallback_on_failure)
     }
 
     /// What an exception from the call counts as.
@@ -112,7 +135,7 @@ impl Policy {
                 return Outcome::Ignored;
             }
         }
-        for predicate in &p.exclude_predicates {
+        for predicate in p.exclude_predicates.get() {
             match predicate.bind(py).call1((error,)).and_then(|v| v.is_truthy()) {
                 Ok(true) => return Outcome::Ignored,
                 Ok(false) => {}
@@ -129,7 +152,7 @@ impl Policy {
 
     /// What a value returned by the call counts as.
     pub(crate) fn outcome_of_value(&self, py: Python<'_>, name: &Bound<'_, PyString>, value: &Bound<'_, PyAny>) -> Outcome {
-        let Some(predicate) = &self.failure_predicate else { return Outcome::Success };
+        let Some(predicate) = self.failure_predicate.get() else { return Outcome::Success };
         match predicate.bind(py).call1((value,)).and_then(|v| v.is_truthy()) {
             Ok(true) => Outcome::Failure,
             Ok(false) => Outcome::Success,

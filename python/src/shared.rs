@@ -118,18 +118,48 @@ fn whole_number(name: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
 
 /// Opens the region at `options`' path, or returns the one this process already mapped (unless
 /// the file at the path was replaced since: then the new one, like any other process gets).
+///
+/// `REGIONS` is locked twice, each time for a lookup or an insert only: opening the file waits
+/// on its `flock` with the GIL released, and a thread holding a Rust lock there while another
+/// waited for that lock holding the GIL would freeze the interpreter. Two threads opening the
+/// same path at once both map it; the first to come back is kept.
 fn open(py: Python<'_>, options: RegionOptions) -> PyResult<SharedRegion> {
-    let mut regions = REGIONS.lock().unwrap_or_else(|e| e.into_inner());
-    regions.retain(|(_, region)| !region.is_replaced());
-    if let Some((_, region)) = regions.iter().find(|(path, _)| path == options.get_path()) {
-        return Ok(region.clone());
+    let path = options.get_path();
+    let found = mapped(&mut regions(), path);
+    if let Some(region) = found {
+        return Ok(region);
     }
-    let region = py.detach(|| SharedRegion::open(&options)).map_err(|e| region_error(e, None))?;
-    if let Some(why) = region.recreated() {
+    let opened = py.detach(|| SharedRegion::open(&options)).map_err(|e| region_error(e, None))?;
+    let why = opened.recreated().map(str::to_owned);
+    // A thread that mapped the path meanwhile wins; ours is unmapped (no Python runs in a drop).
+    let existing = {
+        let mut regions = regions();
+        let existing = mapped(&mut regions, path);
+        if existing.is_none() {
+            regions.push((path.to_owned(), opened.clone()));
+        }
+        existing
+    };
+    if let Some(region) = existing {
+        return Ok(region);
+    }
+    if let Some(why) = why {
         crate::announce::log(py, "warning", ("circuit_breaker shared memory: %s", why));
     }
-    regions.push((options.get_path().to_owned(), region.clone()));
-    Ok(region)
+    Ok(opened)
+}
+
+/// `REGIONS`, locked. Callers hold it for a scan and a push only: no Python code runs and the
+/// GIL is never released under it.
+fn regions() -> std::sync::MutexGuard<'static, Vec<(PathBuf, SharedRegion)>> {
+    REGIONS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The region this process mapped at `path`, if the path still names its file (`is_replaced`
+/// is one stat; a region forgotten here is only unmapped).
+fn mapped(regions: &mut Vec<(PathBuf, SharedRegion)>, path: &std::path::Path) -> Option<SharedRegion> {
+    regions.retain(|(_, region)| !region.is_replaced());
+    regions.iter().find(|(p, _)| p == path).map(|(_, region)| region.clone())
 }
 
 /// The region `CIRCUIT_BREAKER_SHARED_MEMORY` names, opened, or None.

@@ -43,7 +43,9 @@ pub(crate) fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 pub(crate) struct CircuitBreaker {
     pub(crate) listeners: Arc<Listeners>,
     pub(crate) policy: Policy,
-    /// The exception of the failure that last opened the breaker (for the open error).
+    /// The exception of the failure that last opened the breaker (for the open error). Locked
+    /// for a swap or a clone_ref only: the value replaced is dropped after the unlock (its
+    /// `__del__` may release the GIL), and no Python code runs under the lock.
     pub(crate) last_failure: Mutex<Option<Py<PyAny>>>,
     pub(crate) name: Py<PyString>,
     /// `recovery_timeout_seconds` exactly as given (an int stays an int in the status).

@@ -16,6 +16,8 @@ use crate::breaker::CircuitBreaker;
 #[pyclass(frozen, module = "circuit_breaker", name = "Permit")]
 pub(crate) struct Permit {
     pub(crate) breaker: Py<CircuitBreaker>,
+    /// Plain data, locked for a take or a peek: no Python object is dropped and no Python code
+    /// runs under the lock (the outcome is recorded after it is released).
     pub(crate) ticket: Mutex<Option<Ticket>>,
     /// The ticket's generation, kept after the outcome is reported.
     generation: u64,

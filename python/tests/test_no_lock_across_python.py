@@ -19,6 +19,8 @@ from typing import Any, Dict, Iterator
 import pytest
 from children import PREAMBLE
 
+from test_redis import Server, server  # noqa: F401 - the suite's own redis-server fixture
+
 from circuit_breaker import CircuitBreaker, CircuitBreakerOpenError, SharedMemory
 
 
@@ -78,6 +80,13 @@ def test_threads_constructing_breakers_from_the_environment_never_freeze_the_int
     report = run_child(script + textwrap.dedent(CONSTRUCT_IN_THREADS), env)
     assert report["made"] == 25 * 4
     assert sorted(SharedMemory(tmp_path / "region").names()) == ["svc%d" % i for i in range(4)]
+
+
+def test_threads_constructing_redis_breakers_at_once_never_freeze_the_interpreter(server: Server) -> None:
+    # Connecting to Redis happens with the GIL released, as opening a region does.
+    script = "SPEC = lambda r: {'redis': os.environ['CB_TEST_URL'].replace('/0', '/%d' % (r % 16))}\n"
+    report = run_child(script + textwrap.dedent(CONSTRUCT_IN_THREADS), {"CB_TEST_URL": server.url})
+    assert report["made"] == 25 * 4
 
 
 def test_an_exception_whose_del_releases_the_gil_never_freezes_the_interpreter() -> None:

@@ -1,0 +1,163 @@
+//! The bytes of a region file: the header, the slots, the constants and hashes that describe
+//! them, and the configuration a slot records. Nothing here touches a file.
+
+use std::mem::{align_of, offset_of, size_of};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crossbeam_utils::CachePadded;
+
+use crate::metrics::CounterBlock;
+use crate::window::Window;
+use crate::{Config, STRIPES};
+
+/// The first bytes of every region file.
+pub(super) const MAGIC: [u8; 8] = *b"CBREGION";
+/// Bumped whenever the meaning of any byte changes; a region of another version is replaced.
+pub(super) const LAYOUT_VERSION: u32 = 3;
+/// The header occupies the first page; slots start after it.
+pub(super) const HEADER_SIZE: usize = 4096;
+/// The longest breaker name a slot holds, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+/// The capacity of a region unless [`RegionOptions::capacity`](super::RegionOptions::capacity) says otherwise.
+pub const DEFAULT_CAPACITY: usize = 1024;
+/// The most slots a region may have.
+pub const MAX_CAPACITY: usize = 1 << 20;
+/// The ready mark, written last when a region is created: a file without it was never finished.
+pub(super) const READY: u32 = 0x5EAD_C0DE;
+/// A slot nobody has claimed (all-zero, as a fresh file is).
+pub(super) const SLOT_EMPTY: u32 = 0;
+/// A claimed slot; written last when a slot is claimed.
+pub(super) const SLOT_READY: u32 = 0x510C_0001;
+/// The clock words are stamped with: `CLOCK_MONOTONIC` milliseconds.
+pub(super) const CLOCK_MONOTONIC_MS: u32 = 1;
+
+/// The header's fields, read as one plain copy and checked before anything else is used.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct HeaderFields {
+    pub(super) magic: [u8; 8],
+    pub(super) layout_version: u32,
+    pub(super) header_size: u32,
+    pub(super) slot_size: u32,
+    pub(super) capacity: u32,
+    pub(super) layout_hash: u64,
+    pub(super) boot_id: [u8; 40],
+    pub(super) clock: u32,
+    pub(super) _reserved: u32,
+    pub(super) created_unix_ms: u64,
+    /// `CLOCK_MONOTONIC` ms at `created_unix_ms`: every process converts ticks to wall-clock
+    /// time by this one anchor, so their reports agree.
+    pub(super) created_tick: u64,
+    /// FNV-1a of every field above.
+    pub(super) checksum: u64,
+}
+
+#[repr(C)]
+pub(super) struct Header {
+    pub(super) fields: HeaderFields,
+    pub(super) ready: AtomicU32,
+}
+
+/// The part of a slot read and written only under the file lock.
+#[repr(C)]
+pub(super) struct SlotMeta {
+    pub(super) state: AtomicU32,
+    pub(super) name_len: u32,
+    pub(super) name_hash: u64,
+    /// [`fingerprint`] of `config`.
+    pub(super) fingerprint: u64,
+    /// The configuration of the last process that attached, in [`config_words`] order.
+    pub(super) config: [u64; 5],
+    pub(super) name: [u8; MAX_NAME_LEN],
+}
+
+#[repr(C)]
+pub(super) struct Slot {
+    pub(super) meta: CachePadded<SlotMeta>,
+    pub(super) word: CachePadded<AtomicU64>,
+    pub(super) counters: CounterBlock,
+    /// The rate policies' window (all-zero: empty), shared like the word.
+    pub(super) window: CachePadded<Window>,
+}
+
+pub(super) const SLOT_SIZE: usize = size_of::<Slot>();
+
+/// A hash of everything this build assumes about the bytes of a slot, so that builds that would
+/// read each other's slots differently never share a region.
+pub(super) const LAYOUT_HASH: u64 = {
+    let shape = [
+        size_of::<Slot>(),
+        align_of::<Slot>(),
+        offset_of!(Slot, word),
+        offset_of!(Slot, counters),
+        size_of::<CounterBlock>(),
+        offset_of!(Slot, window),
+        size_of::<Window>(),
+        size_of::<SlotMeta>(),
+        offset_of!(SlotMeta, name),
+        STRIPES,
+        MAX_NAME_LEN,
+        size_of::<Header>(),
+    ];
+    let mut hash = FNV_OFFSET;
+    let mut i = 0;
+    while i < shape.len() {
+        hash = fnv1a_step(hash, &(shape[i] as u64).to_le_bytes());
+        i += 1;
+    }
+    hash
+};
+
+pub(super) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+pub(super) const fn fnv1a_step(mut hash: u64, bytes: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
+    fnv1a_step(FNV_OFFSET, bytes)
+}
+
+/// A [`Config`] as the numbers a slot records (durations in milliseconds, rounded up; a
+/// failure threshold of 0, which no valid config has, for `consecutive_failures` off).
+pub(super) fn config_words(config: &Config) -> [u64; 5] {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+    [
+        if config.consecutive_failures { config.failure_threshold } else { 0 },
+        ms(config.recovery_timeout),
+        config.success_threshold,
+        config.half_open_max_calls,
+        ms(config.probe_timeout),
+    ]
+}
+
+pub(super) fn fingerprint(words: &[u64; 5]) -> u64 {
+    words.iter().fold(FNV_OFFSET, |h, w| fnv1a_step(h, &w.to_le_bytes()))
+}
+
+pub(super) fn config_from_words(words: [u64; 5]) -> Config {
+    let ms = std::time::Duration::from_millis;
+    Config::default()
+        .failure_threshold(words[0].max(1))
+        .consecutive_failures(words[0] != 0)
+        .recovery_timeout(ms(words[1]))
+        .success_threshold(words[2])
+        .half_open_max_calls(words[3])
+        .probe_timeout(ms(words[4]))
+}
+
+/// The checksum a header carries: FNV-1a of every field before it.
+pub(super) fn header_checksum(h: &HeaderFields) -> u64 {
+    let mut copy = *h;
+    copy.checksum = 0;
+    // SAFETY: HeaderFields is repr(C) plain data with no padding between its fields (every
+    // field is aligned by the one before), so viewing it as bytes reads initialised memory.
+    let bytes = unsafe { std::slice::from_raw_parts(std::ptr::addr_of!(copy).cast::<u8>(), size_of::<HeaderFields>()) };
+    fnv1a(bytes)
+}

@@ -703,3 +703,89 @@ fn the_rate_window_is_shared_by_every_attacher() {
     let fresh = first.breaker("other", config).unwrap();
     assert_eq!(fresh.window_totals(), Some(cb_core::WindowTotals::default()));
 }
+
+/// `flock -x` on a file, held by another process (as another local user could) until dropped.
+struct HeldLock(Child);
+
+impl HeldLock {
+    fn new(path: &Path) -> Self {
+        let child = Command::new("flock").args(["--no-fork", "-x"]).arg(path).args(["sleep", "20"]).spawn().expect("the flock command");
+        let file = fs::File::open(path).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // SAFETY: a valid descriptor; LOCK_NB never waits.
+            if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                return HeldLock(child); // the child holds it
+            }
+            // SAFETY: as above; we took it before the child did: give it back.
+            unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_UN) };
+            assert!(Instant::now() < deadline, "flock never took the lock");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_refused_files_lock_is_never_waited_on() {
+    let dir = TempDir::new("foreign-lock");
+    // Anyone's file, writable by everyone, its lock held by its maker.
+    let path = dir.path("everyones");
+    open(&path);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+    let _held = HeldLock::new(&path);
+    let start = Instant::now();
+    let err = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap_err();
+    assert!(matches!(err, RegionError::Insecure { .. }), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(1), "waited {:?} on a refused file's lock", start.elapsed());
+}
+
+#[test]
+fn a_foreign_owners_lock_is_never_waited_on() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("needs root to give a file to another user; CI runs as root");
+        return;
+    }
+    let dir = TempDir::new("owner-lock");
+    let path = dir.path("region");
+    fs::write(&path, b"CBREGION").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: chown of a file we made, to uid/gid 65534 (nobody).
+    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65_534, 65_534) }, 0);
+    let _held = HeldLock::new(&path);
+    let start = Instant::now();
+    let err = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap_err();
+    assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(1), "waited {:?} on a refused file's lock", start.elapsed());
+}
+
+#[test]
+fn a_lock_held_too_long_is_a_clear_error_not_a_hang() {
+    let dir = TempDir::new("held-lock");
+    let path = dir.path("region");
+    let options = RegionOptions::new().path(&path).lock_timeout(Duration::from_millis(300));
+    let region = SharedRegion::open(&options).unwrap();
+    let held = HeldLock::new(&path);
+    for what in ["open", "attach", "names"] {
+        let start = Instant::now();
+        let err = match what {
+            "open" => SharedRegion::open(&options).unwrap_err(),
+            "attach" => region.attach("late", &Config::default()).unwrap_err(),
+            _ => region.names().unwrap_err(),
+        };
+        let waited = start.elapsed();
+        assert!(matches!(err, RegionError::LockTimeout { .. }), "{what}: {err}");
+        assert!(err.to_string().contains("held by another process"), "{what}: {err}");
+        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(2), "{what}: waited {waited:?}");
+    }
+    drop(held);
+    region.attach("late", &Config::default()).expect("the lock is free again");
+}

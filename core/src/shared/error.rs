@@ -3,6 +3,7 @@
 use core::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::layout::MAX_NAME_LEN;
 use crate::ConfigError;
@@ -32,6 +33,16 @@ pub enum RegionError {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// Another process held the file's lock for longer than
+    /// [`RegionOptions::lock_timeout`](super::RegionOptions::lock_timeout) (our own operations
+    /// hold it for microseconds): a process stuck while holding it, or someone who can open the
+    /// file holding it on purpose.
+    LockTimeout {
+        /// The region file.
+        path: PathBuf,
+        /// How long this process waited.
+        waited: Duration,
     },
     /// Every slot holds a breaker already.
     Full {
@@ -72,6 +83,13 @@ impl fmt::Display for RegionError {
                 f,
                 "refusing shared memory region {}: {reason} (allow it explicitly only if every \
                  user who can write it is trusted)",
+                path.display()
+            ),
+            RegionError::LockTimeout { path, waited } => write!(
+                f,
+                "shared memory region {}: its lock has been held by another process for more than \
+                 {waited:.1?}; a process holding it is stuck, or someone who can open the file holds \
+                 it (find them with `fuser -v` or `lsof`)",
                 path.display()
             ),
             RegionError::Full { path, capacity } => write!(

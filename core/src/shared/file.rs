@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use memmap2::MmapRaw;
 
@@ -202,21 +202,35 @@ pub(super) fn map(file: &File, path: &Path) -> Result<MmapRaw, RegionError> {
 }
 
 /// An exclusive `flock` on a file, released on drop (and by the kernel if the process dies).
-/// Holds the descriptor, not the file, so the file can move (into a [`Mapping`](super::Mapping)) while locked;
-/// every lock is dropped before its file.
+/// Holds the descriptor, not the file, so the file can move (into a [`Mapping`](super::Mapping))
+/// while locked; every lock is dropped before its file.
 pub(super) struct FileLock(std::os::fd::RawFd);
 
 impl FileLock {
-    pub(super) fn exclusive(file: &File) -> io::Result<Self> {
+    /// Takes the lock, waiting at most `timeout`. Anyone who can open the file may hold its lock
+    /// (`flock` needs no write permission), so the wait is bounded: a holder that keeps it longer
+    /// than any of our operations would (microseconds) gets [`RegionError::LockTimeout`], never a
+    /// hang.
+    pub(super) fn exclusive(file: &File, path: &Path, timeout: Duration) -> Result<Self, RegionError> {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
         loop {
-            // SAFETY: a valid open file descriptor.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            // SAFETY: a valid open file descriptor; LOCK_NB makes the call return at once.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 return Ok(FileLock(file.as_raw_fd()));
             }
             let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => {}
+                _ => return Err(io_error(path, "lock", e)),
             }
+            let waited = start.elapsed();
+            if waited >= timeout {
+                return Err(RegionError::LockTimeout { path: path.to_owned(), waited });
+            }
+            std::thread::sleep(pause.min(timeout - waited));
+            pause = (pause * 2).min(Duration::from_millis(10));
         }
     }
 }

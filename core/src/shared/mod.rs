@@ -73,7 +73,10 @@
 //!
 //! Opening and attaching take an exclusive `flock` on the file for a few microseconds (the
 //! kernel releases it if the holder dies); nothing else ever locks, and no lock is held while a
-//! call runs. A slot is claimed in one step under that lock. A process killed at any point
+//! call runs. A file is checked (type, owner, mode) before its lock is taken, so a file that
+//! will be refused is never waited on; and the wait is bounded by
+//! [`RegionOptions::lock_timeout`] (5 s), after which [`RegionError::LockTimeout`] names the
+//! file, since anyone who can open it can hold its lock. A slot is claimed in one step under that lock. A process killed at any point
 //! leaves every word valid (each write is one atomic compare-and-swap) and a probe slot it held
 //! is recovered after the probe timeout ([`Config::probe_timeout`]).
 
@@ -91,6 +94,7 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use memmap2::MmapRaw;
 
@@ -112,6 +116,7 @@ struct Mapping {
     capacity: usize,
     recreated: Option<String>,
     anchor: WallAnchor,
+    lock_timeout: Duration,
 }
 
 /// A region of named breaker slots shared by every process that opens the same file. Cheap to
@@ -146,7 +151,11 @@ impl SharedRegion {
                 }
                 Err(e) => return Err(io_error(&path, "open", e)),
             };
-            let _lock = FileLock::exclusive(&file).map_err(|e| io_error(&path, "lock", e))?;
+            // Check the file we opened (its type, owner and mode) before locking it: anyone can
+            // hold the lock of a file they made, and a file that will be refused is never waited on.
+            let meta = file.metadata().map_err(|e| io_error(&path, "stat", e))?;
+            check_ownership(&path, &meta, options.allow_foreign)?;
+            let _lock = FileLock::exclusive(&file, &path, options.lock_timeout)?;
             // The file may have been replaced while we waited for the lock: use what the path
             // names now.
             if !same_file(&path, &file) {
@@ -157,7 +166,7 @@ impl SharedRegion {
             match inspect(&file, meta.len()) {
                 Ok((capacity, anchor)) => {
                     let map = map(&file, &path)?;
-                    return Ok(SharedRegion { inner: Arc::new(Mapping { map, file, path, capacity, recreated: None, anchor }) });
+                    return Ok(SharedRegion { inner: Arc::new(Mapping { map, file, path, capacity, recreated: None, anchor, lock_timeout: options.lock_timeout }) });
                 }
                 Err(Unusable::NotOurs) => return Err(RegionError::NotARegion { path }),
                 Err(Unusable::Stale(reason)) => {
@@ -166,11 +175,12 @@ impl SharedRegion {
                     create_new(options, Some(&path))?;
                     let file = open_existing(&path).map_err(|e| io_error(&path, "open", e))?;
                     let meta = file.metadata().map_err(|e| io_error(&path, "stat", e))?;
+                    check_ownership(&path, &meta, options.allow_foreign)?;
                     let (capacity, anchor) =
                         inspect(&file, meta.len()).map_err(|_| RegionError::NotARegion { path: path.clone() })?;
                     let map = map(&file, &path)?;
                     let recreated = Some(format!("replaced a stale region at {}: {reason}", path.display()));
-                    return Ok(SharedRegion { inner: Arc::new(Mapping { map, file, path, capacity, recreated, anchor }) });
+                    return Ok(SharedRegion { inner: Arc::new(Mapping { map, file, path, capacity, recreated, anchor, lock_timeout: options.lock_timeout }) });
                 }
             }
         }
@@ -219,7 +229,7 @@ impl SharedRegion {
         }
         let ours = config_words(config);
         let hash = fnv1a(name.as_bytes());
-        let _lock = FileLock::exclusive(&self.inner.file).map_err(|e| io_error(&self.inner.path, "lock", e))?;
+        let _lock = FileLock::exclusive(&self.inner.file, &self.inner.path, self.inner.lock_timeout)?;
         let capacity = self.inner.capacity;
         for probe in 0..capacity {
             let index = ((hash as usize) % capacity + probe) % capacity;
@@ -275,7 +285,7 @@ impl SharedRegion {
 
     /// The names of the breakers in the region, in slot order.
     pub fn names(&self) -> Result<Vec<String>, RegionError> {
-        let _lock = FileLock::exclusive(&self.inner.file).map_err(|e| io_error(&self.inner.path, "lock", e))?;
+        let _lock = FileLock::exclusive(&self.inner.file, &self.inner.path, self.inner.lock_timeout)?;
         let mut names = Vec::new();
         for index in 0..self.inner.capacity {
             // SAFETY: as in `attach`: in bounds, and read under the lock.

@@ -1,6 +1,7 @@
 //! Where and how to open a region.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::error::RegionError;
 use super::layout::{DEFAULT_CAPACITY, MAX_CAPACITY};
@@ -13,6 +14,7 @@ use super::layout::{DEFAULT_CAPACITY, MAX_CAPACITY};
 /// | `capacity` | [`DEFAULT_CAPACITY`] | slots when the file is created (1 ..= [`MAX_CAPACITY`]); an existing region keeps its own |
 /// | `mode` | `0o600` | permissions when the file is created (`0o660` to share with a group) |
 /// | `allow_foreign` | `false` | use a file owned by another user or writable by others |
+/// | `lock_timeout` | 5 s | the longest wait for the file's lock before [`RegionError::LockTimeout`] |
 ///
 /// ```
 /// use cb_core::RegionOptions;
@@ -25,7 +27,11 @@ pub struct RegionOptions {
     pub(super) capacity: usize,
     pub(super) mode: u32,
     pub(super) allow_foreign: bool,
+    pub(super) lock_timeout: Duration,
 }
+
+/// The default [`RegionOptions::lock_timeout`].
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for RegionOptions {
     fn default() -> Self {
@@ -34,6 +40,7 @@ impl Default for RegionOptions {
             capacity: DEFAULT_CAPACITY,
             mode: 0o600,
             allow_foreign: false,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 }
@@ -86,6 +93,26 @@ impl RegionOptions {
     pub fn allow_foreign(mut self, allow: bool) -> Self {
         self.allow_foreign = allow;
         self
+    }
+
+    /// Sets the longest wait for the file's lock (5 s by default). Opening a region and attaching
+    /// a breaker take an exclusive `flock` for a few microseconds; anyone who can open the file
+    /// can hold it for longer, and then this process gets [`RegionError::LockTimeout`] after
+    /// `timeout` instead of waiting for them. Breakers already attached never lock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = cb_core::RegionOptions::new().lock_timeout(Duration::from_millis(500));
+    /// assert_eq!(options.get_lock_timeout(), Duration::from_millis(500));
+    /// ```
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The longest wait for the file's lock.
+    pub fn get_lock_timeout(&self) -> Duration {
+        self.lock_timeout
     }
 
     /// The file.

@@ -789,3 +789,78 @@ fn a_lock_held_too_long_is_a_clear_error_not_a_hang() {
     drop(held);
     region.attach("late", &Config::default()).expect("the lock is free again");
 }
+
+/// A child's `main` for the default-path tests: prints the default path it sees, and with
+/// `CB_OPEN_DEFAULT` opens the default region (only where the test pointed it at a temporary
+/// directory).
+#[test]
+fn default_path_child() {
+    if std::env::var_os("CB_DEFAULT_PATH_CHILD").is_none() {
+        return;
+    }
+    println!("DEFAULT {}", RegionOptions::default_path().display());
+    if std::env::var_os("CB_OPEN_DEFAULT").is_some() {
+        let region = SharedRegion::open_default().unwrap();
+        region.breaker("default", Config::default()).unwrap();
+        println!("OPENED {}", region.path().display());
+    }
+}
+
+/// The default path a child process sees with `XDG_RUNTIME_DIR` set to `xdg` (unset: `None`),
+/// and the path of the region it opened if `open`.
+fn default_path_in_child(xdg: Option<&Path>, open: bool) -> (PathBuf, Option<PathBuf>) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["--exact", "default_path_child", "--nocapture", "--test-threads", "1"]).env("CB_DEFAULT_PATH_CHILD", "1");
+    match xdg {
+        Some(dir) => command.env("XDG_RUNTIME_DIR", dir),
+        None => command.env_remove("XDG_RUNTIME_DIR"),
+    };
+    if open {
+        command.env("CB_OPEN_DEFAULT", "1");
+    }
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "child failed: {out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let after = |marker: &str| stdout.lines().find_map(|l| l.split_once(marker).map(|(_, p)| PathBuf::from(p.trim())));
+    (after("DEFAULT ").expect("the child printed its default path"), after("OPENED "))
+}
+
+#[test]
+fn the_default_region_lives_in_a_private_runtime_dir_when_there_is_one() {
+    let dir = TempDir::new("xdg");
+    let runtime = dir.path("run-user");
+    fs::create_dir(&runtime).unwrap();
+    fs::set_permissions(&runtime, fs::Permissions::from_mode(0o700)).unwrap();
+    let expected = runtime.join("circuit_breaker.region");
+    let (default, opened) = default_path_in_child(Some(&runtime), true);
+    assert_eq!(default, expected);
+    assert_eq!(opened.as_deref(), Some(expected.as_path()));
+    assert!(expected.exists(), "the default region was made in the runtime dir");
+
+    // SAFETY: geteuid has no preconditions.
+    let shm_default = PathBuf::from(format!("/dev/shm/circuit_breaker.{}", unsafe { libc::geteuid() }));
+    if !Path::new("/dev/shm").is_dir() {
+        return;
+    }
+    assert_eq!(default_path_in_child(None, false).0, shm_default, "no XDG_RUNTIME_DIR");
+    // A directory others can write, a relative path, a symbolic link and a missing directory
+    // are not private: the old default.
+    let shared = dir.path("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let link = dir.path("link");
+    std::os::unix::fs::symlink(&runtime, &link).unwrap();
+    for not_private in [shared.as_path(), Path::new("relative/run"), link.as_path(), dir.path("missing").as_path()] {
+        assert_eq!(default_path_in_child(Some(not_private), false).0, shm_default, "{}", not_private.display());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let theirs = dir.path("theirs");
+        fs::create_dir(&theirs).unwrap();
+        fs::set_permissions(&theirs, fs::Permissions::from_mode(0o700)).unwrap();
+        let c_path = std::ffi::CString::new(theirs.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: chown of a directory we made, to uid/gid 65534 (nobody).
+        assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65_534, 65_534) }, 0);
+        assert_eq!(default_path_in_child(Some(&theirs), false).0, shm_default, "another user's directory");
+    }
+}

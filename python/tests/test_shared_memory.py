@@ -475,20 +475,20 @@ def test_the_environment_variable_is_parsed_strictly(tmp_path: Path, monkeypatch
         CircuitBreaker("env_refused")
 
 
-def test_true_and_1_mean_the_default_region(monkeypatch: pytest.MonkeyPatch) -> None:
-    default = Path(f"/dev/shm/circuit_breaker.{os.geteuid()}")
-    existed = default.exists()
+def test_true_and_1_mean_the_default_region(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The default region is in $XDG_RUNTIME_DIR when that is a private directory of ours: a
+    # temporary one here, so the test never touches the user's real default region.
+    runtime = tmp_path / "run-user"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    default = runtime / "circuit_breaker.region"
     name = f"default-{uuid.uuid4().hex}"
-    try:
-        monkeypatch.setenv(ENV, "1")
-        from_env = CircuitBreaker(name)
-        monkeypatch.delenv(ENV)
-        explicit = CircuitBreaker(name, shared_memory=True)
-        assert from_env.shared_memory == explicit.shared_memory == SharedMemory()
-        assert explicit.shared_memory is not None and explicit.shared_memory.path == default
-        explicit.force_open()
-        assert from_env.is_open()
-        from_env.reset()
-    finally:
-        if not existed and default.exists():
-            default.unlink()
+    monkeypatch.setenv(ENV, "1")
+    from_env = CircuitBreaker(name)
+    monkeypatch.delenv(ENV)
+    explicit = CircuitBreaker(name, shared_memory=True)
+    assert from_env.shared_memory == explicit.shared_memory == SharedMemory()
+    assert explicit.shared_memory is not None and explicit.shared_memory.path == default
+    explicit.force_open()
+    assert from_env.is_open()
+    from_env.reset()

@@ -51,16 +51,34 @@ impl RegionOptions {
         RegionOptions::default()
     }
 
-    /// `/dev/shm/circuit_breaker.<uid>` (memory, gone at reboot), or the same name in the
-    /// temporary directory where `/dev/shm` does not exist. One file per user: every process of
+    /// The region every process of this user shares unless told otherwise:
+    ///
+    /// 1. `$XDG_RUNTIME_DIR/circuit_breaker.region` when `XDG_RUNTIME_DIR` names an absolute
+    ///    path to a directory owned by this process's effective uid that neither its group nor
+    ///    others can write (what systemd's `pam_systemd` makes: `/run/user/<uid>`, mode 0700).
+    ///    Nobody else can create a file there, so nobody else can claim the path first.
+    /// 2. Otherwise `/dev/shm/circuit_breaker.<uid>` (memory, gone at reboot), or the same name
+    ///    in the temporary directory where `/dev/shm` does not exist. Any local user can create
+    ///    that name before us, and then every breaker that uses it is refused
+    ///    ([`RegionError::Insecure`](super::RegionError::Insecure)) until the file is removed.
+    ///
+    /// Both live in memory and are gone at reboot. Processes with different environments
+    /// choose differently: a systemd service has no `XDG_RUNTIME_DIR` unless its unit gives one
+    /// (`RuntimeDirectory=`), a login shell has one; processes that must share breakers across
+    /// that line should name one path explicitly ([`RegionOptions::path`], or
+    /// `CIRCUIT_BREAKER_SHARED_MEMORY=/path` in Python). One file per user: every process of
     /// the user that uses the default shares breakers by name, so give applications that name
     /// their breakers alike a path each.
     ///
     /// ```
     /// let path = cb_core::RegionOptions::default_path();
-    /// assert!(path.file_name().unwrap().to_str().unwrap().starts_with("circuit_breaker."));
+    /// let name = path.file_name().unwrap().to_str().unwrap();
+    /// assert!(name == "circuit_breaker.region" || name.starts_with("circuit_breaker."));
     /// ```
     pub fn default_path() -> PathBuf {
+        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|d| private_dir(d)) {
+            return dir.join("circuit_breaker.region");
+        }
         // SAFETY: geteuid has no preconditions and cannot fail.
         let name = format!("circuit_breaker.{}", unsafe { libc::geteuid() });
         let shm = Path::new("/dev/shm");
@@ -137,4 +155,14 @@ impl RegionOptions {
         }
         Ok(())
     }
+}
+
+/// Whether `dir` is an absolute path to a directory (not a symbolic link) that this process's
+/// effective uid owns and that neither its group nor others can write.
+fn private_dir(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    dir.is_absolute()
+        && std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0)
 }

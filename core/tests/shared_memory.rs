@@ -101,8 +101,12 @@ fn wait_for(path: &Path) {
     }
 }
 
+fn n_env(name: &str) -> u64 {
+    env(name).parse().unwrap()
+}
+
 fn config_from_env() -> Config {
-    let n = |k: &str| env(k).parse::<u64>().unwrap();
+    let n = n_env;
     Config::default()
         .failure_threshold(n("CB_THRESHOLD"))
         .recovery_timeout(Duration::from_millis(n("CB_RECOVERY_MS")))
@@ -195,6 +199,42 @@ fn child_entry() {
             std::io::stdout().flush().unwrap();
             std::thread::sleep(Duration::from_secs(600));
             drop(permit);
+        }
+        // Attach, say so, wait while the parent cuts the file short, then keep calling: no
+        // SIGBUS ends us; the region reports itself lost and the breaker goes on privately.
+        "survive-truncation" => {
+            let breaker = region.breaker("cut", config_from_env()).unwrap();
+            breaker.force_open();
+            println!("ATTACHED");
+            std::io::stdout().flush().unwrap();
+            wait_for(&go);
+            assert!(!region.is_lost(), "nothing has touched the mapping since the cut");
+            let mut admitted = 0;
+            for _ in 0..calls {
+                if breaker.call(|| Ok::<_, ()>(())).is_ok() {
+                    admitted += 1;
+                }
+            }
+            assert!(region.is_lost() && region.is_replaced());
+            assert_eq!(breaker.metrics().totals().successes, calls, "counted on the private copy");
+            // The private copy is a working breaker: it trips on this process's failures alone.
+            for _ in 0..n_env("CB_THRESHOLD") {
+                let _ = breaker.call(|| Err::<(), _>(()));
+            }
+            assert_eq!(breaker.state(), State::Open);
+            assert!(region.attach("another", &config_from_env()).is_ok(), "the private copy takes new names too");
+            println!("RESULT {admitted}");
+        }
+        // A SIGBUS that is not in a region still ends the process, with SIGBUS.
+        "foreign-sigbus" => {
+            let _breaker = region.breaker("bystander", config_from_env()).unwrap();
+            let path = PathBuf::from(env("CB_SCRATCH"));
+            let scratch = Scratch::new(&path);
+            OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+            println!("TOUCHING");
+            std::io::stdout().flush().unwrap();
+            scratch.at(0).fetch_add(1, Ordering::SeqCst);
+            println!("SURVIVED");
         }
         other => panic!("unknown role {other}"),
     }
@@ -863,4 +903,42 @@ fn the_default_region_lives_in_a_private_runtime_dir_when_there_is_one() {
         assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65_534, 65_534) }, 0);
         assert_eq!(default_path_in_child(Some(&theirs), false).0, shm_default, "another user's directory");
     }
+}
+
+/// Issue 21, item 10: `truncate -s 100` on a mapped region used to end every process using it
+/// with SIGBUS.
+#[test]
+fn a_region_cut_short_under_a_process_does_not_kill_it() {
+    let fleet = Fleet::new("truncated");
+    let calls = 1_000;
+    let mut child = fleet.spawn("survive-truncation", 1, 1, calls, config_env(3, 600_000, 1, 60_000)).pop().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ATTACHED") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the child ended before attaching");
+    }
+    OpenOptions::new().write(true).open(&fleet.region).unwrap().set_len(100).unwrap();
+    fleet.go();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the child died: {status:?}\n{rest}");
+    let admitted: u64 = rest.lines().find_map(|l| l.split_once("RESULT ")).map(|(_, v)| v.trim().parse().unwrap()).unwrap();
+    // Its copy starts as a fresh slot (CLOSED), not the FORCED_OPEN it had attached to.
+    assert_eq!(admitted, calls);
+    // Whoever opens the path next replaces the cut file and shares state again.
+    let region = open(&fleet.region);
+    assert!(region.recreated().is_some_and(|r| r.contains("truncated")), "{:?}", region.recreated());
+}
+
+#[test]
+fn a_sigbus_outside_every_region_still_ends_the_process() {
+    use std::os::unix::process::ExitStatusExt;
+    let fleet = Fleet::new("foreign-sigbus");
+    let child = fleet.spawn("foreign-sigbus", 1, 1, 1, config_env(3, 600_000, 1, 60_000)).pop().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("TOUCHING") && !stdout.contains("SURVIVED"), "{stdout}");
+    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{:?}", out.status);
 }

@@ -52,6 +52,19 @@
 //! that no transition could have written is repaired to CLOSED on attach
 //! ([`SharedSlot::repaired`]); counters are only reported, and their sums saturate.
 //!
+//! # A file cut short
+//!
+//! Whoever can write the file can also truncate it under every process mapping it, and
+//! touching a mapped page beyond the end of a file raises `SIGBUS`, which ends a process by
+//! default. On Linux every mapping of a region is registered with a process-wide `SIGBUS`
+//! handler (installed on the first open, chaining to the handler it replaces for faults
+//! anywhere else): a fault inside a region's mapping replaces that whole mapping, in place,
+//! with private zeroed memory, and the access is retried. The breakers on it continue in this
+//! process alone, as if just claimed (CLOSED, counters at zero), and
+//! [`SharedRegion::is_lost`] (and [`SharedRegion::is_replaced`]) say so; opening the path again
+//! replaces the cut file and shares state again. At most 1,024 regions can be mapped by one
+//! process at once.
+//!
 //! # Clock
 //!
 //! Words hold ticks of `CLOCK_MONOTONIC` (milliseconds since boot), which every process of a
@@ -85,6 +98,7 @@ mod error;
 mod file;
 mod layout;
 mod options;
+mod sigbus;
 
 use core::fmt;
 use std::any::Any;
@@ -104,12 +118,16 @@ pub use self::options::RegionOptions;
 
 use self::file::{check_ownership, create_new, io_error, inspect, map, open_existing, same_file, FileLock, Unusable};
 use self::layout::{config_from_words, config_words, fingerprint, fnv1a, Slot, SlotMeta, HEADER_SIZE, SLOT_EMPTY, SLOT_READY, SLOT_SIZE};
+use self::sigbus::Protected;
 use crate::window::Window;
 use crate::word::{Limits, MAX_HALF_OPEN_CALLS, MAX_SUCCESS_THRESHOLD};
 use crate::{CircuitBreaker, Clock, Command, Config, Counters, DefaultClock, MonotonicClock, Snapshot, Store, WallAnchor};
 
 /// The mapping and the file behind a [`SharedRegion`]; kept alive by every breaker made from it.
 struct Mapping {
+    /// Declared first so it is dropped first: the mapping is unregistered from the `SIGBUS`
+    /// handler before it is unmapped.
+    protected: Protected,
     map: MmapRaw,
     file: File,
     path: PathBuf,
@@ -164,10 +182,7 @@ impl SharedRegion {
             let meta = file.metadata().map_err(|e| io_error(&path, "stat", e))?;
             check_ownership(&path, &meta, options.allow_foreign)?;
             match inspect(&file, meta.len()) {
-                Ok((capacity, anchor)) => {
-                    let map = map(&file, &path)?;
-                    return Ok(SharedRegion { inner: Arc::new(Mapping { map, file, path, capacity, recreated: None, anchor, lock_timeout: options.lock_timeout }) });
-                }
+                Ok((capacity, anchor)) => return SharedRegion::map(file, path, capacity, anchor, None, options),
                 Err(Unusable::NotOurs) => return Err(RegionError::NotARegion { path }),
                 Err(Unusable::Stale(reason)) => {
                     // Ours but unusable: build a complete new region and rename it over this one,
@@ -178,12 +193,29 @@ impl SharedRegion {
                     check_ownership(&path, &meta, options.allow_foreign)?;
                     let (capacity, anchor) =
                         inspect(&file, meta.len()).map_err(|_| RegionError::NotARegion { path: path.clone() })?;
-                    let map = map(&file, &path)?;
                     let recreated = Some(format!("replaced a stale region at {}: {reason}", path.display()));
-                    return Ok(SharedRegion { inner: Arc::new(Mapping { map, file, path, capacity, recreated, anchor, lock_timeout: options.lock_timeout }) });
+                    return SharedRegion::map(file, path, capacity, anchor, recreated, options);
                 }
             }
         }
+    }
+
+    /// Maps a checked region file, registering the mapping with the `SIGBUS` handler.
+    fn map(
+        file: File,
+        path: PathBuf,
+        capacity: usize,
+        anchor: WallAnchor,
+        recreated: Option<String>,
+        options: &RegionOptions,
+    ) -> Result<SharedRegion, RegionError> {
+        let map = map(&file, &path)?;
+        let protected = sigbus::protect(map.as_mut_ptr(), map.len()).ok_or_else(|| {
+            let why = format!("this process maps {} regions already, the most that can be protected", sigbus::MAX_MAPPINGS);
+            io_error(&path, "protect", io::Error::other(why))
+        })?;
+        let lock_timeout = options.lock_timeout;
+        Ok(SharedRegion { inner: Arc::new(Mapping { protected, map, file, path, capacity, recreated, anchor, lock_timeout }) })
     }
 
     /// Opens the region at [`RegionOptions::default_path`].
@@ -196,12 +228,40 @@ impl SharedRegion {
         &self.inner.path
     }
 
-    /// Whether the path now names another file (or none): the region was deleted or replaced
-    /// (a stale region is replaced by renaming a new file over it). Breakers made from this
-    /// region keep working on the old file, apart from processes that open the path anew; open
-    /// it again to join them.
+    /// Whether this mapping no longer shows the region at the path: the path names another file
+    /// (or none), because the region was deleted or replaced (a stale region is replaced by
+    /// renaming a new file over it), or the mapping was lost ([`SharedRegion::is_lost`]).
+    /// Breakers made from this region keep working on what they map, apart from processes that
+    /// open the path anew; open it again to join them.
     pub fn is_replaced(&self) -> bool {
-        !same_file(&self.inner.path, &self.inner.file)
+        self.is_lost() || !same_file(&self.inner.path, &self.inner.file)
+    }
+
+    /// Whether the file was cut short under this mapping (someone who can write it truncated
+    /// it), so that touching the slots raised `SIGBUS`: this process then replaced the whole
+    /// mapping with private zeroed memory instead of dying, and its breakers on this region
+    /// continue on that private copy (each as if just claimed: CLOSED, counters at zero),
+    /// shared with no other process. Warn once and open the region again
+    /// ([`SharedRegion::open`] replaces the cut file) to share state again. Linux only;
+    /// elsewhere always `false` and a cut file still ends the process.
+    ///
+    /// ```
+    /// use cb_core::{Config, RegionOptions, SharedRegion};
+    /// # let dir = std::env::temp_dir().join(format!("cb-doc-lost-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let path = dir.join("region");
+    /// let region = SharedRegion::open(&RegionOptions::new().path(&path))?;
+    /// let breaker = region.breaker("quotes", Config::default())?;
+    /// std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(100).unwrap(); // `truncate -s 100`
+    /// assert!(breaker.call(|| Ok::<_, ()>(())).is_ok()); // no SIGBUS: this process goes on alone
+    /// assert!(region.is_lost() && region.is_replaced());
+    /// let again = SharedRegion::open(&RegionOptions::new().path(&path))?; // shares state again
+    /// assert!(again.recreated().is_some() && !again.is_lost());
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), cb_core::RegionError>(())
+    /// ```
+    pub fn is_lost(&self) -> bool {
+        self.inner.protected.is_lost()
     }
 
     /// The number of slots.

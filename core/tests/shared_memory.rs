@@ -642,6 +642,7 @@ fn a_garbage_word_is_repaired_and_garbage_counters_only_saturate() {
     let totals = breaker.metrics().totals();
     assert_eq!(totals.successes, u64::MAX);
     assert_eq!(totals.failures, u64::MAX);
+    assert_eq!(totals.requests(), u64::MAX, "a sum of saturated counters saturates too");
     let _ = breaker.call(|| Ok::<_, ()>(()));
 }
 

@@ -943,3 +943,124 @@ fn a_sigbus_outside_every_region_still_ends_the_process() {
     assert!(stdout.contains("TOUCHING") && !stdout.contains("SURVIVED"), "{stdout}");
     assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{:?}", out.status);
 }
+
+const CREATED_MS_AT: u64 = 80;
+const CREATED_TICK_AT: u64 = 88;
+
+/// Spoils a region at a fresh path per case, and checks it is replaced (a clean slot, a valid
+/// new file) with a reason that contains `reason`.
+fn assert_replaced(cases: &[(&str, fn(&Path), &str)]) {
+    for &(what, spoil, reason) in cases {
+        let dir = TempDir::new(what);
+        let path = dir.path("region");
+        open(&path).breaker("kept", Config::default()).unwrap().force_open();
+        spoil(&path);
+        let new = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let recreated = new.recreated().unwrap_or_else(|| panic!("{what}: not replaced"));
+        assert!(recreated.contains(reason), "{what}: {recreated}");
+        assert_eq!(new.breaker("kept", Config::default()).unwrap().state(), State::Closed, "{what}");
+        assert_eq!(open(&path).recreated(), None, "{what}: the replacement is valid");
+    }
+}
+
+/// Issue 21, item 12: a file of ours cut below the magic, or with a damaged magic, is a damaged
+/// region (replaced); another magic is still somebody else's file (left alone).
+#[test]
+fn a_cut_or_damaged_magic_is_replaced_but_another_magic_is_left_alone() {
+    assert_replaced(&[
+        ("cut-below-magic", |p| OpenOptions::new().write(true).open(p).unwrap().set_len(5).unwrap(), "truncated (5 bytes)"),
+        ("one-bit", |p| patch(p, 0, b"B", false), "magic is damaged (1 bits differ"),
+        ("magic-overwritten-checksum-intact", |p| patch(p, 0, b"XXXXXXXX", false), "magic is damaged"),
+    ]);
+    // Another magic, with a checksum that does not fit ours either: not a region, left alone.
+    let dir = TempDir::new("other-magic");
+    let path = dir.path("region");
+    open(&path);
+    patch(&path, 0, b"SQLite f", false);
+    patch(&path, CHECKSUM_AT, &[0x5a; 8], false);
+    let before = fs::read(&path).unwrap();
+    let err = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap_err();
+    assert!(matches!(err, RegionError::NotARegion { .. }), "{err}");
+    assert_eq!(fs::read(&path).unwrap(), before, "left alone");
+}
+
+/// Issue 21, item 12: a header whose creation stamps cannot be true (reports anchored on them
+/// read 1970) is stale.
+#[test]
+fn a_header_with_impossible_creation_stamps_is_replaced() {
+    assert_replaced(&[
+        ("created-in-1970", |p| patch(p, CREATED_MS_AT, &0u64.to_ne_bytes(), true), "creation time (0 ms after 1970) is impossible"),
+        (
+            "created-next-week",
+            |p| {
+                let next_week = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 + 7 * 86_400_000;
+                patch(p, CREATED_MS_AT, &next_week.to_ne_bytes(), true)
+            },
+            "is impossible",
+        ),
+        ("created-after-now", |p| patch(p, CREATED_TICK_AT, &(1u64 << 60).to_ne_bytes(), true), "which reads"),
+    ]);
+}
+
+/// Issue 21, item 12: `window_calls` against `window_seconds` (or any rate setting) on one name
+/// is reported like any other difference.
+#[test]
+fn a_different_rate_window_is_a_config_mismatch() {
+    let dir = TempDir::new("window-mismatch");
+    let region = open(&dir.path("region"));
+    let by_calls = Config::default().failure_rate_threshold(0.5).minimum_calls(10).sliding_window(cb_core::SlidingWindow::Calls(20));
+    let by_time = by_calls.sliding_window(cb_core::SlidingWindow::Time(Duration::from_secs(10)));
+    assert!(region.attach("rated", &by_calls).unwrap().config_mismatch().is_none());
+    let theirs = *region.attach("rated", &by_time).unwrap().config_mismatch().expect("a window of calls against one of time");
+    assert_eq!(theirs.sliding_window, cb_core::SlidingWindow::Calls(20));
+    assert!(theirs.describe().ends_with("minimum_calls=10, window_calls=20"), "{}", theirs.describe());
+    let slower = by_time.slow_call_duration(Duration::from_millis(250));
+    let theirs = *region.attach("rated", &slower).unwrap().config_mismatch().expect("a slow-call policy added");
+    assert_eq!((theirs.slow_call_duration, theirs.sliding_window), (None, cb_core::SlidingWindow::Time(Duration::from_secs(10))));
+    let rate = slower.failure_rate_threshold(0.25);
+    assert_eq!(region.attach("rated", &rate).unwrap().config_mismatch().and_then(|c| c.failure_rate_threshold), Some(0.5));
+    let fewer = rate.minimum_calls(5);
+    assert_eq!(region.attach("rated", &fewer).unwrap().config_mismatch().map(|c| c.minimum_calls), Some(10));
+    assert!(region.attach("rated", &fewer).unwrap().config_mismatch().is_none(), "the same again");
+    // Window settings nothing reads (no rate policy) are no difference.
+    let plain = Config::default();
+    region.attach("plain", &plain).unwrap();
+    assert!(region.attach("plain", &plain.minimum_calls(7)).unwrap().config_mismatch().is_none());
+}
+
+/// Issue 21, item 12: a process killed while creating a region leaves a hidden temporary; the
+/// next open removes those whose process is gone, and creating leaves none.
+#[test]
+fn creating_leaves_no_temporary_and_stale_ones_of_dead_processes_are_removed() {
+    let dir = TempDir::new("temporaries");
+    let path = dir.path("region");
+    let listing = || {
+        let mut names: Vec<String> = fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    };
+    open(&path);
+    assert_eq!(listing(), ["region"]);
+    patch(&path, VERSION_AT, &99u32.to_ne_bytes(), true);
+    assert!(open(&path).recreated().is_some());
+    assert_eq!(listing(), ["region"], "replacing leaves no temporary either");
+
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3_600);
+    let left = |name: String, modified: std::time::SystemTime| {
+        let file = fs::File::create(dir.path(&name)).unwrap();
+        file.set_modified(modified).unwrap();
+        name
+    };
+    let stale = left(format!(".region.{dead}.123456.tmp"), an_hour_ago);
+    let alive = left(format!(".region.{}.1.tmp", std::process::id()), an_hour_ago);
+    let fresh = left(format!(".region.{dead}.7.tmp"), std::time::SystemTime::now());
+    let other = left(format!(".elsewhere.{dead}.1.tmp"), an_hour_ago);
+    let not_ours = left(format!(".region.{dead}.notes.tmp"), an_hour_ago);
+    open(&path);
+    let mut expected = vec![alive, fresh, other, not_ours, "region".to_string()];
+    expected.sort();
+    assert_eq!(listing(), expected, "only {stale} is removed");
+}

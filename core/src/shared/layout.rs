@@ -3,17 +3,18 @@
 
 use std::mem::{align_of, offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
 use crate::metrics::CounterBlock;
 use crate::window::Window;
-use crate::{Config, STRIPES};
+use crate::{Config, SlidingWindow, STRIPES};
 
 /// The first bytes of every region file.
 pub(super) const MAGIC: [u8; 8] = *b"CBREGION";
 /// Bumped whenever the meaning of any byte changes; a region of another version is replaced.
-pub(super) const LAYOUT_VERSION: u32 = 3;
+pub(super) const LAYOUT_VERSION: u32 = 4;
 /// The header occupies the first page; slots start after it.
 pub(super) const HEADER_SIZE: usize = 4096;
 /// The longest breaker name a slot holds, in bytes.
@@ -67,7 +68,7 @@ pub(super) struct SlotMeta {
     /// [`fingerprint`] of `config`.
     pub(super) fingerprint: u64,
     /// The configuration of the last process that attached, in [`config_words`] order.
-    pub(super) config: [u64; 5],
+    pub(super) config: ConfigWords,
     pub(super) name: [u8; MAX_NAME_LEN],
 }
 
@@ -124,40 +125,112 @@ pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
     fnv1a_step(FNV_OFFSET, bytes)
 }
 
-/// A [`Config`] as the numbers a slot records (durations in milliseconds, rounded up; a
-/// failure threshold of 0, which no valid config has, for `consecutive_failures` off).
-pub(super) fn config_words(config: &Config) -> [u64; 5] {
-    let ms = |d: std::time::Duration| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+/// How many numbers a slot records of a [`Config`].
+pub(super) const CONFIG_WORDS: usize = 11;
+
+/// A [`Config`] as a slot records it: see [`config_words`].
+pub(super) type ConfigWords = [u64; CONFIG_WORDS];
+
+/// How [`config_words`] records a [`SlidingWindow::Calls`] window.
+const WINDOW_CALLS: u64 = 1;
+/// How [`config_words`] records a [`SlidingWindow::Time`] window.
+const WINDOW_TIME: u64 = 2;
+
+/// A [`Config`] as the numbers a slot records, in this order: `failure_threshold` (0, which no
+/// valid config has, for `consecutive_failures` off), `recovery_timeout`, `success_threshold`,
+/// `half_open_max_calls`, `probe_timeout`, then the rate policies: `failure_rate_threshold`
+/// and the slow-call rate (as `f64` bits, 0 when off), `slow_call_duration`, `minimum_calls`
+/// and the window (its kind and its calls or milliseconds). Durations are milliseconds,
+/// rounded up. Without a rate policy the window settings are recorded as 0, since nothing
+/// reads them: two configurations differ only where a breaker would behave differently.
+pub(super) fn config_words(config: &Config) -> ConfigWords {
+    let ms = |d: Duration| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+    let rates = config.has_rate_policy();
+    let if_rates = |word: u64| if rates { word } else { 0 };
+    let (window_kind, window_size) = match config.sliding_window {
+        SlidingWindow::Calls(n) => (WINDOW_CALLS, n),
+        SlidingWindow::Time(t) => (WINDOW_TIME, ms(t)),
+    };
+    // With a slow-call duration and no rate, every slow call counts: the rate is 1.0.
+    let slow_rate = config.slow_call_duration.map(|_| config.slow_call_rate_threshold.unwrap_or(1.0));
     [
         if config.consecutive_failures { config.failure_threshold } else { 0 },
         ms(config.recovery_timeout),
         config.success_threshold,
         config.half_open_max_calls,
         ms(config.probe_timeout),
+        config.failure_rate_threshold.map_or(0, f64::to_bits),
+        slow_rate.map_or(0, f64::to_bits),
+        config.slow_call_duration.map_or(0, ms),
+        if_rates(config.minimum_calls),
+        if_rates(window_kind),
+        if_rates(window_size),
     ]
 }
 
-pub(super) fn fingerprint(words: &[u64; 5]) -> u64 {
+/// A hash of a slot's configuration words, checked together with them.
+pub(super) fn fingerprint(words: &ConfigWords) -> u64 {
     words.iter().fold(FNV_OFFSET, |h, w| fnv1a_step(h, &w.to_le_bytes()))
 }
 
-pub(super) fn config_from_words(words: [u64; 5]) -> Config {
-    let ms = std::time::Duration::from_millis;
-    Config::default()
+/// The [`Config`] a slot records, for reports ([`Config::describe`]): not validated, since it
+/// is only shown, never applied.
+pub(super) fn config_from_words(words: ConfigWords) -> Config {
+    let ms = Duration::from_millis;
+    let rate = |bits: u64| (bits != 0).then(|| f64::from_bits(bits));
+    let mut config = Config::default()
         .failure_threshold(words[0].max(1))
         .consecutive_failures(words[0] != 0)
         .recovery_timeout(ms(words[1]))
         .success_threshold(words[2])
         .half_open_max_calls(words[3])
-        .probe_timeout(ms(words[4]))
+        .probe_timeout(ms(words[4]));
+    config.failure_rate_threshold = rate(words[5]);
+    config.slow_call_rate_threshold = rate(words[6]);
+    config.slow_call_duration = (words[7] != 0).then(|| ms(words[7]));
+    if config.has_rate_policy() {
+        config.minimum_calls = words[8];
+        match words[9] {
+            WINDOW_CALLS => config.sliding_window = SlidingWindow::Calls(words[10]),
+            WINDOW_TIME => config.sliding_window = SlidingWindow::Time(ms(words[10])),
+            _ => {}
+        }
+    }
+    config
 }
 
-/// The checksum a header carries: FNV-1a of every field before it.
+impl HeaderFields {
+    /// The header of a new region of `capacity` slots, made on boot `boot_id` at
+    /// `created_unix_ms` (wall clock) = `created_tick` (`CLOCK_MONOTONIC` ms), with its checksum.
+    pub(super) fn new(capacity: u32, boot_id: [u8; 40], created_unix_ms: u64, created_tick: u64) -> Self {
+        let mut fields = HeaderFields {
+            magic: MAGIC,
+            layout_version: LAYOUT_VERSION,
+            header_size: HEADER_SIZE as u32,
+            slot_size: SLOT_SIZE as u32,
+            capacity,
+            layout_hash: LAYOUT_HASH,
+            boot_id,
+            clock: CLOCK_MONOTONIC_MS,
+            _reserved: 0,
+            created_unix_ms,
+            created_tick,
+            checksum: 0,
+        };
+        fields.checksum = header_checksum(&fields);
+        fields
+    }
+
+    /// The fields as the bytes the file holds.
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        // SAFETY: HeaderFields is repr(C) plain data with no padding between its fields (every
+        // field is aligned by the one before, and the size is a multiple of the alignment), so
+        // viewing it as bytes reads initialised memory, for as long as `self` is borrowed.
+        unsafe { std::slice::from_raw_parts(std::ptr::addr_of!(*self).cast::<u8>(), size_of::<HeaderFields>()) }
+    }
+}
+
+/// The checksum a header carries: FNV-1a of its fields with the checksum itself zeroed.
 pub(super) fn header_checksum(h: &HeaderFields) -> u64 {
-    let mut copy = *h;
-    copy.checksum = 0;
-    // SAFETY: HeaderFields is repr(C) plain data with no padding between its fields (every
-    // field is aligned by the one before), so viewing it as bytes reads initialised memory.
-    let bytes = unsafe { std::slice::from_raw_parts(std::ptr::addr_of!(copy).cast::<u8>(), size_of::<HeaderFields>()) };
-    fnv1a(bytes)
+    fnv1a(HeaderFields { checksum: 0, ..*h }.as_bytes())
 }

@@ -35,7 +35,8 @@
 //!               capacity, a hash of the slot layout, the boot id, the clock, a checksum,
 //!               and a ready mark written last
 //! offset 4096   slot 0, slot 1, ... slot capacity-1 (each `slot_size` bytes):
-//!                 meta     name, hash, the last attacher's configuration (under the file lock)
+//!                 meta     name, hash, the last attacher's configuration, rate policies
+//!                          included (under the file lock)
 //!                 word     the breaker word, alone on its cache line
 //!                 counters striped totals, last failure / last change stamps
 //!                 window   the rate policies' buckets (host-wide rates; empty without a policy)
@@ -46,9 +47,13 @@
 //! used, and every slot index is checked against the capacity. A file that is not a region
 //! (another magic), a symlink, a file owned by another user or writable by others is refused
 //! and left alone. A region of ours that is stale (an earlier boot, another layout version,
-//! truncated, a bad checksum, never finished) is replaced: a complete new file is renamed over
-//! it, so processes still mapping the old one keep a valid mapping, and
-//! [`SharedRegion::recreated`] says why (one log line for whoever reports it). A breaker word
+//! truncated, even below the magic, a magic with a few flipped bits or whose header checksum
+//! fits ours, a bad checksum, creation stamps that cannot be true, never finished) is replaced:
+//! a complete new file is renamed over it, so processes still mapping the old one keep a valid
+//! mapping, and [`SharedRegion::recreated`] says why (one log line for whoever reports it). A
+//! new file is built unnamed (`O_TMPFILE`) where the file system allows, so a process killed
+//! while building it leaves nothing; elsewhere its hidden `.<name>.<pid>.<n>.tmp` is removed by
+//! a later open once that process is gone. A breaker word
 //! that no transition could have written is repaired to CLOSED on attach
 //! ([`SharedSlot::repaired`]); counters are only reported, and their sums saturate.
 //!
@@ -116,7 +121,9 @@ pub use self::error::RegionError;
 pub use self::layout::{DEFAULT_CAPACITY, MAX_CAPACITY, MAX_NAME_LEN};
 pub use self::options::RegionOptions;
 
-use self::file::{check_ownership, create_new, io_error, inspect, map, open_existing, same_file, FileLock, Unusable};
+use self::file::{
+    check_ownership, create_new, io_error, inspect, map, open_existing, remove_stale_temporaries, same_file, FileLock, Unusable,
+};
 use self::layout::{config_from_words, config_words, fingerprint, fnv1a, Slot, SlotMeta, HEADER_SIZE, SLOT_EMPTY, SLOT_READY, SLOT_SIZE};
 use self::sigbus::Protected;
 use crate::window::Window;
@@ -154,6 +161,7 @@ impl SharedRegion {
     pub fn open(options: &RegionOptions) -> Result<SharedRegion, RegionError> {
         options.check()?;
         let path = options.path.clone();
+        remove_stale_temporaries(&path);
         loop {
             let file = match open_existing(&path) {
                 Ok(file) => file,

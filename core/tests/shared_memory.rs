@@ -485,21 +485,42 @@ fn foreign_and_insecure_files_are_refused_and_left_alone() {
     let dir_path = dir.path("a-directory");
     fs::create_dir(&dir_path).unwrap();
     assert!(SharedRegion::open(&RegionOptions::new().path(&dir_path)).is_err());
+
+    // A FIFO nobody writes to: refused at once, not waited on.
+    let fifo = dir.path("fifo");
+    let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path in the test's own directory.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+    let err = SharedRegion::open(&RegionOptions::new().path(&fifo)).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
+/// Whether this process may give files away (root; CI runs as root); says why a test stops if not.
+fn can_give_files_away() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("needs root to give a file to another user; CI runs as root");
+    }
+    root
+}
+
+/// Gives `path` to uid/gid 65534 (nobody), as if another local user had made it.
+fn give_to_nobody(path: &Path) {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: chown of a file the test made, through a NUL-terminated path.
+    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65_534, 65_534) }, 0);
 }
 
 #[test]
 fn a_region_owned_by_another_user_is_refused() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("needs root to give a file to another user; CI runs as root");
+    if !can_give_files_away() {
         return;
     }
     let dir = TempDir::new("owner");
     let path = dir.path("region");
     open(&path);
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: chown of a file we made, to uid/gid 65534 (nobody).
-    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65_534, 65_534) }, 0);
+    give_to_nobody(&path);
     let err = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap_err();
     assert!(err.to_string().contains("owned by uid 65534"), "{err}");
     SharedRegion::open(&RegionOptions::new().path(&path).allow_foreign(true)).expect("allowed explicitly");
@@ -528,7 +549,6 @@ fn patch(path: &Path, at: u64, bytes: &[u8], fix_checksum: bool) {
 
 #[test]
 fn stale_regions_of_ours_are_replaced_with_a_reason() {
-    type Spoil = fn(&Path);
     let cases: [(&str, Spoil, &str); 7] = [
         ("version", |p| patch(p, VERSION_AT, &99u32.to_ne_bytes(), true), "layout version 99"),
         ("reboot", |p| patch(p, BOOT_ID_AT, b"00000000-0000-0000-0000-000000000000", true), "before the last reboot"),
@@ -750,13 +770,14 @@ struct HeldLock(Child);
 
 impl HeldLock {
     fn new(path: &Path) -> Self {
-        let child = Command::new("flock").args(["--no-fork", "-x"]).arg(path).args(["sleep", "20"]).spawn().expect("the flock command");
+        // Killed and reaped on drop, also if waiting for it to take the lock fails.
+        let held = HeldLock(Command::new("flock").args(["--no-fork", "-x"]).arg(path).args(["sleep", "20"]).spawn().expect("the flock command"));
         let file = fs::File::open(path).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // SAFETY: a valid descriptor; LOCK_NB never waits.
             if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                return HeldLock(child); // the child holds it
+                return held; // the child holds it
             }
             // SAFETY: as above; we took it before the child did: give it back.
             unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_UN) };
@@ -789,18 +810,14 @@ fn a_refused_files_lock_is_never_waited_on() {
 
 #[test]
 fn a_foreign_owners_lock_is_never_waited_on() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("needs root to give a file to another user; CI runs as root");
+    if !can_give_files_away() {
         return;
     }
     let dir = TempDir::new("owner-lock");
     let path = dir.path("region");
     fs::write(&path, b"CBREGION").unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: chown of a file we made, to uid/gid 65534 (nobody).
-    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65_534, 65_534) }, 0);
+    give_to_nobody(&path);
     let _held = HeldLock::new(&path);
     let start = Instant::now();
     let err = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap_err();
@@ -894,14 +911,11 @@ fn the_default_region_lives_in_a_private_runtime_dir_when_there_is_one() {
     for not_private in [shared.as_path(), Path::new("relative/run"), link.as_path(), dir.path("missing").as_path()] {
         assert_eq!(default_path_in_child(Some(not_private), false).0, shm_default, "{}", not_private.display());
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if can_give_files_away() {
         let theirs = dir.path("theirs");
         fs::create_dir(&theirs).unwrap();
         fs::set_permissions(&theirs, fs::Permissions::from_mode(0o700)).unwrap();
-        let c_path = std::ffi::CString::new(theirs.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: chown of a directory we made, to uid/gid 65534 (nobody).
-        assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65_534, 65_534) }, 0);
+        give_to_nobody(&theirs);
         assert_eq!(default_path_in_child(Some(&theirs), false).0, shm_default, "another user's directory");
     }
 }
@@ -947,9 +961,12 @@ fn a_sigbus_outside_every_region_still_ends_the_process() {
 const CREATED_MS_AT: u64 = 80;
 const CREATED_TICK_AT: u64 = 88;
 
+/// Damages a region file in place.
+type Spoil = fn(&Path);
+
 /// Spoils a region at a fresh path per case, and checks it is replaced (a clean slot, a valid
 /// new file) with a reason that contains `reason`.
-fn assert_replaced(cases: &[(&str, fn(&Path), &str)]) {
+fn assert_replaced(cases: &[(&str, Spoil, &str)]) {
     for &(what, spoil, reason) in cases {
         let dir = TempDir::new(what);
         let path = dir.path("region");

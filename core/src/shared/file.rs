@@ -30,9 +30,11 @@ pub(super) fn io_error(path: &Path, operation: &'static str, source: io::Error) 
     RegionError::Io { path: path.to_owned(), operation, source }
 }
 
-/// Opens an existing file without following a symbolic link (ELOOP if the path is one).
+/// Opens an existing file without following a symbolic link (ELOOP if the path is one), and
+/// without waiting: O_NONBLOCK makes opening a FIFO someone put at the path return at once (it
+/// is then refused as not a regular file), and changes nothing for a regular file.
 pub(super) fn open_existing(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)
+    OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK).open(path)
 }
 
 pub(super) fn same_file(path: &Path, file: &File) -> bool {

@@ -1,10 +1,11 @@
 //! Breakers shared by every process of a host, through one memory-mapped file.
 //!
-//! A [`SharedRegion`] is a file (under `/dev/shm` by default) holding a header and a fixed
-//! number of named slots. A slot holds one breaker's word, its counters and the window of its
-//! rate policies ([`crate::window`]), as plain atomics; a
-//! breaker made from a slot ([`SharedRegion::breaker`]) runs the same CAS loop and transitions
-//! as an in-process one, on the word in the slot. Every process that attaches the same name
+//! A [`SharedRegion`] is a file (in `$XDG_RUNTIME_DIR` or `/dev/shm` by default: see
+//! [`RegionOptions::default_path`]) holding a header and a fixed number of named slots. A slot
+//! holds one breaker's word, its counters and the window of its rate policies
+//! ([`crate::window`]), as plain atomics; a breaker made from a slot
+//! ([`SharedRegion::breaker`]) runs the same CAS loop and transitions as an in-process one, on
+//! the word in the slot. Every process that attaches the same name
 //! sees the same state: one process's failures open the breaker for all of them, one probe
 //! admission takes a probe slot for the whole host, a `reset` anywhere closes it everywhere.
 //!

@@ -69,7 +69,9 @@
 //! process alone, as if just claimed (CLOSED, counters at zero), and
 //! [`SharedRegion::is_lost`] (and [`SharedRegion::is_replaced`]) say so; opening the path again
 //! replaces the cut file and shares state again. At most 1,024 regions can be mapped by one
-//! process at once.
+//! process at once. A `SIGBUS` handler installed after ours comes first until the next
+//! [`SharedRegion::open`] installs ours again on top of it: one that ends the process on any
+//! `SIGBUS` (Python's `faulthandler.enable()` called after the region was opened) still does.
 //!
 //! # Clock
 //!

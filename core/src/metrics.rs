@@ -180,6 +180,22 @@ pub struct Totals {
     pub opened: u64,
 }
 
+impl Totals {
+    /// Every call counted: successes, failures, ignored calls and rejections. Saturates: the
+    /// counters of a shared-memory slot may hold anything, and a sum of them never wraps to a
+    /// small number.
+    ///
+    /// ```
+    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
+    /// let _ = breaker.call(|| Ok::<_, ()>(()));
+    /// let _ = breaker.call(|| Err::<(), _>("down"));
+    /// assert_eq!(breaker.metrics().totals().requests(), 2);
+    /// ```
+    pub fn requests(&self) -> u64 {
+        self.successes.saturating_add(self.failures).saturating_add(self.ignored).saturating_add(self.rejections)
+    }
+}
+
 fn stripe_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {

@@ -101,8 +101,12 @@ fn wait_for(path: &Path) {
     }
 }
 
+fn n_env(name: &str) -> u64 {
+    env(name).parse().unwrap()
+}
+
 fn config_from_env() -> Config {
-    let n = |k: &str| env(k).parse::<u64>().unwrap();
+    let n = n_env;
     Config::default()
         .failure_threshold(n("CB_THRESHOLD"))
         .recovery_timeout(Duration::from_millis(n("CB_RECOVERY_MS")))
@@ -195,6 +199,42 @@ fn child_entry() {
             std::io::stdout().flush().unwrap();
             std::thread::sleep(Duration::from_secs(600));
             drop(permit);
+        }
+        // Attach, say so, wait while the parent cuts the file short, then keep calling: no
+        // SIGBUS ends us; the region reports itself lost and the breaker goes on privately.
+        "survive-truncation" => {
+            let breaker = region.breaker("cut", config_from_env()).unwrap();
+            breaker.force_open();
+            println!("ATTACHED");
+            std::io::stdout().flush().unwrap();
+            wait_for(&go);
+            assert!(!region.is_lost(), "nothing has touched the mapping since the cut");
+            let mut admitted = 0;
+            for _ in 0..calls {
+                if breaker.call(|| Ok::<_, ()>(())).is_ok() {
+                    admitted += 1;
+                }
+            }
+            assert!(region.is_lost() && region.is_replaced());
+            assert_eq!(breaker.metrics().totals().successes, calls, "counted on the private copy");
+            // The private copy is a working breaker: it trips on this process's failures alone.
+            for _ in 0..n_env("CB_THRESHOLD") {
+                let _ = breaker.call(|| Err::<(), _>(()));
+            }
+            assert_eq!(breaker.state(), State::Open);
+            assert!(region.attach("another", &config_from_env()).is_ok(), "the private copy takes new names too");
+            println!("RESULT {admitted}");
+        }
+        // A SIGBUS that is not in a region still ends the process, with SIGBUS.
+        "foreign-sigbus" => {
+            let _breaker = region.breaker("bystander", config_from_env()).unwrap();
+            let path = PathBuf::from(env("CB_SCRATCH"));
+            let scratch = Scratch::new(&path);
+            OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+            println!("TOUCHING");
+            std::io::stdout().flush().unwrap();
+            scratch.at(0).fetch_add(1, Ordering::SeqCst);
+            println!("SURVIVED");
         }
         other => panic!("unknown role {other}"),
     }
@@ -445,21 +485,42 @@ fn foreign_and_insecure_files_are_refused_and_left_alone() {
     let dir_path = dir.path("a-directory");
     fs::create_dir(&dir_path).unwrap();
     assert!(SharedRegion::open(&RegionOptions::new().path(&dir_path)).is_err());
+
+    // A FIFO nobody writes to: refused at once, not waited on.
+    let fifo = dir.path("fifo");
+    let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path in the test's own directory.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+    let err = SharedRegion::open(&RegionOptions::new().path(&fifo)).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
+/// Whether this process may give files away (root; CI runs as root); says why a test stops if not.
+fn can_give_files_away() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("needs root to give a file to another user; CI runs as root");
+    }
+    root
+}
+
+/// Gives `path` to uid/gid 65534 (nobody), as if another local user had made it.
+fn give_to_nobody(path: &Path) {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: chown of a file the test made, through a NUL-terminated path.
+    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65_534, 65_534) }, 0);
 }
 
 #[test]
 fn a_region_owned_by_another_user_is_refused() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("needs root to give a file to another user; CI runs as root");
+    if !can_give_files_away() {
         return;
     }
     let dir = TempDir::new("owner");
     let path = dir.path("region");
     open(&path);
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: chown of a file we made, to uid/gid 65534 (nobody).
-    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65_534, 65_534) }, 0);
+    give_to_nobody(&path);
     let err = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap_err();
     assert!(err.to_string().contains("owned by uid 65534"), "{err}");
     SharedRegion::open(&RegionOptions::new().path(&path).allow_foreign(true)).expect("allowed explicitly");
@@ -488,7 +549,6 @@ fn patch(path: &Path, at: u64, bytes: &[u8], fix_checksum: bool) {
 
 #[test]
 fn stale_regions_of_ours_are_replaced_with_a_reason() {
-    type Spoil = fn(&Path);
     let cases: [(&str, Spoil, &str); 7] = [
         ("version", |p| patch(p, VERSION_AT, &99u32.to_ne_bytes(), true), "layout version 99"),
         ("reboot", |p| patch(p, BOOT_ID_AT, b"00000000-0000-0000-0000-000000000000", true), "before the last reboot"),
@@ -511,10 +571,20 @@ fn stale_regions_of_ours_are_replaced_with_a_reason() {
         let fresh = new.breaker("kept", Config::default()).unwrap();
         assert_eq!(fresh.state(), State::Closed, "{what}: the new region starts clean");
         assert_eq!(open(&path).recreated(), None, "{what}: the replacement is valid");
-        // A process still mapping the old file keeps a valid mapping (no SIGBUS, state intact),
-        // unless the old file itself was cut short under it, which nothing can make safe.
-        if !["truncated", "short", "empty"].contains(&what) {
-            assert_eq!(old_breaker.state(), State::ForcedOpen, "{what}");
+        // A process still mapping the old file keeps a valid mapping (state intact); if the old
+        // file itself was cut short under it, its breakers go on alone on private memory.
+        match what {
+            "truncated" => {
+                let _ = old_breaker.state(); // no SIGBUS ends us; the slot may lie in the page left
+            }
+            "short" | "empty" => {
+                assert_eq!(old_breaker.state(), State::Closed, "{what}: a private copy, fresh");
+                assert!(old.is_lost(), "{what}");
+            }
+            _ => {
+                assert_eq!(old_breaker.state(), State::ForcedOpen, "{what}");
+                assert!(!old.is_lost() && old.is_replaced(), "{what}");
+            }
         }
     }
 }
@@ -602,6 +672,7 @@ fn a_garbage_word_is_repaired_and_garbage_counters_only_saturate() {
     let totals = breaker.metrics().totals();
     assert_eq!(totals.successes, u64::MAX);
     assert_eq!(totals.failures, u64::MAX);
+    assert_eq!(totals.requests(), u64::MAX, "a sum of saturated counters saturates too");
     let _ = breaker.call(|| Ok::<_, ()>(()));
 }
 
@@ -702,4 +773,321 @@ fn the_rate_window_is_shared_by_every_attacher() {
     // A slot claimed again starts with an empty window.
     let fresh = first.breaker("other", config).unwrap();
     assert_eq!(fresh.window_totals(), Some(cb_core::WindowTotals::default()));
+}
+
+/// `flock -x` on a file, held by another process (as another local user could) until dropped.
+struct HeldLock(Child);
+
+impl HeldLock {
+    fn new(path: &Path) -> Self {
+        // Killed and reaped on drop, also if waiting for it to take the lock fails.
+        let held = HeldLock(Command::new("flock").args(["--no-fork", "-x"]).arg(path).args(["sleep", "20"]).spawn().expect("the flock command"));
+        let file = fs::File::open(path).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // SAFETY: a valid descriptor; LOCK_NB never waits.
+            if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                return held; // the child holds it
+            }
+            // SAFETY: as above; we took it before the child did: give it back.
+            unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_UN) };
+            assert!(Instant::now() < deadline, "flock never took the lock");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_refused_files_lock_is_never_waited_on() {
+    let dir = TempDir::new("foreign-lock");
+    // Anyone's file, writable by everyone, its lock held by its maker.
+    let path = dir.path("everyones");
+    open(&path);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+    let _held = HeldLock::new(&path);
+    let start = Instant::now();
+    let err = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap_err();
+    assert!(matches!(err, RegionError::Insecure { .. }), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(1), "waited {:?} on a refused file's lock", start.elapsed());
+}
+
+#[test]
+fn a_foreign_owners_lock_is_never_waited_on() {
+    if !can_give_files_away() {
+        return;
+    }
+    let dir = TempDir::new("owner-lock");
+    let path = dir.path("region");
+    fs::write(&path, b"CBREGION").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    give_to_nobody(&path);
+    let _held = HeldLock::new(&path);
+    let start = Instant::now();
+    let err = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap_err();
+    assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(1), "waited {:?} on a refused file's lock", start.elapsed());
+}
+
+#[test]
+fn a_lock_held_too_long_is_a_clear_error_not_a_hang() {
+    let dir = TempDir::new("held-lock");
+    let path = dir.path("region");
+    let options = RegionOptions::new().path(&path).lock_timeout(Duration::from_millis(300));
+    let region = SharedRegion::open(&options).unwrap();
+    let held = HeldLock::new(&path);
+    for what in ["open", "attach", "names"] {
+        let start = Instant::now();
+        let err = match what {
+            "open" => SharedRegion::open(&options).unwrap_err(),
+            "attach" => region.attach("late", &Config::default()).unwrap_err(),
+            _ => region.names().unwrap_err(),
+        };
+        let waited = start.elapsed();
+        assert!(matches!(err, RegionError::LockTimeout { .. }), "{what}: {err}");
+        assert!(err.to_string().contains("held by another process"), "{what}: {err}");
+        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(2), "{what}: waited {waited:?}");
+    }
+    drop(held);
+    region.attach("late", &Config::default()).expect("the lock is free again");
+}
+
+/// A child's `main` for the default-path tests: prints the default path it sees, and with
+/// `CB_OPEN_DEFAULT` opens the default region (only where the test pointed it at a temporary
+/// directory).
+#[test]
+fn default_path_child() {
+    if std::env::var_os("CB_DEFAULT_PATH_CHILD").is_none() {
+        return;
+    }
+    println!("DEFAULT {}", RegionOptions::default_path().display());
+    if std::env::var_os("CB_OPEN_DEFAULT").is_some() {
+        let region = SharedRegion::open_default().unwrap();
+        region.breaker("default", Config::default()).unwrap();
+        println!("OPENED {}", region.path().display());
+    }
+}
+
+/// The default path a child process sees with `XDG_RUNTIME_DIR` set to `xdg` (unset: `None`),
+/// and the path of the region it opened if `open`.
+fn default_path_in_child(xdg: Option<&Path>, open: bool) -> (PathBuf, Option<PathBuf>) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["--exact", "default_path_child", "--nocapture", "--test-threads", "1"]).env("CB_DEFAULT_PATH_CHILD", "1");
+    match xdg {
+        Some(dir) => command.env("XDG_RUNTIME_DIR", dir),
+        None => command.env_remove("XDG_RUNTIME_DIR"),
+    };
+    if open {
+        command.env("CB_OPEN_DEFAULT", "1");
+    }
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "child failed: {out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let after = |marker: &str| stdout.lines().find_map(|l| l.split_once(marker).map(|(_, p)| PathBuf::from(p.trim())));
+    (after("DEFAULT ").expect("the child printed its default path"), after("OPENED "))
+}
+
+#[test]
+fn the_default_region_lives_in_a_private_runtime_dir_when_there_is_one() {
+    let dir = TempDir::new("xdg");
+    let runtime = dir.path("run-user");
+    fs::create_dir(&runtime).unwrap();
+    fs::set_permissions(&runtime, fs::Permissions::from_mode(0o700)).unwrap();
+    let expected = runtime.join("circuit_breaker.region");
+    let (default, opened) = default_path_in_child(Some(&runtime), true);
+    assert_eq!(default, expected);
+    assert_eq!(opened.as_deref(), Some(expected.as_path()));
+    assert!(expected.exists(), "the default region was made in the runtime dir");
+
+    // SAFETY: geteuid has no preconditions.
+    let shm_default = PathBuf::from(format!("/dev/shm/circuit_breaker.{}", unsafe { libc::geteuid() }));
+    if !Path::new("/dev/shm").is_dir() {
+        return;
+    }
+    assert_eq!(default_path_in_child(None, false).0, shm_default, "no XDG_RUNTIME_DIR");
+    // A directory others can write, a relative path, a symbolic link and a missing directory
+    // are not private: the old default.
+    let shared = dir.path("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let link = dir.path("link");
+    std::os::unix::fs::symlink(&runtime, &link).unwrap();
+    for not_private in [shared.as_path(), Path::new("relative/run"), link.as_path(), dir.path("missing").as_path()] {
+        assert_eq!(default_path_in_child(Some(not_private), false).0, shm_default, "{}", not_private.display());
+    }
+    if can_give_files_away() {
+        let theirs = dir.path("theirs");
+        fs::create_dir(&theirs).unwrap();
+        fs::set_permissions(&theirs, fs::Permissions::from_mode(0o700)).unwrap();
+        give_to_nobody(&theirs);
+        assert_eq!(default_path_in_child(Some(&theirs), false).0, shm_default, "another user's directory");
+    }
+}
+
+/// Issue 21, item 10: `truncate -s 100` on a mapped region used to end every process using it
+/// with SIGBUS.
+#[test]
+fn a_region_cut_short_under_a_process_does_not_kill_it() {
+    let fleet = Fleet::new("truncated");
+    let calls = 1_000;
+    let mut child = fleet.spawn("survive-truncation", 1, 1, calls, config_env(3, 600_000, 1, 60_000)).pop().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ATTACHED") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the child ended before attaching");
+    }
+    OpenOptions::new().write(true).open(&fleet.region).unwrap().set_len(100).unwrap();
+    fleet.go();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the child died: {status:?}\n{rest}");
+    let admitted: u64 = rest.lines().find_map(|l| l.split_once("RESULT ")).map(|(_, v)| v.trim().parse().unwrap()).unwrap();
+    // Its copy starts as a fresh slot (CLOSED), not the FORCED_OPEN it had attached to.
+    assert_eq!(admitted, calls);
+    // Whoever opens the path next replaces the cut file and shares state again.
+    let region = open(&fleet.region);
+    assert!(region.recreated().is_some_and(|r| r.contains("truncated")), "{:?}", region.recreated());
+}
+
+#[test]
+fn a_sigbus_outside_every_region_still_ends_the_process() {
+    use std::os::unix::process::ExitStatusExt;
+    let fleet = Fleet::new("foreign-sigbus");
+    let child = fleet.spawn("foreign-sigbus", 1, 1, 1, config_env(3, 600_000, 1, 60_000)).pop().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("TOUCHING") && !stdout.contains("SURVIVED"), "{stdout}");
+    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{:?}", out.status);
+}
+
+const CREATED_MS_AT: u64 = 80;
+const CREATED_TICK_AT: u64 = 88;
+
+/// Damages a region file in place.
+type Spoil = fn(&Path);
+
+/// Spoils a region at a fresh path per case, and checks it is replaced (a clean slot, a valid
+/// new file) with a reason that contains `reason`.
+fn assert_replaced(cases: &[(&str, Spoil, &str)]) {
+    for &(what, spoil, reason) in cases {
+        let dir = TempDir::new(what);
+        let path = dir.path("region");
+        open(&path).breaker("kept", Config::default()).unwrap().force_open();
+        spoil(&path);
+        let new = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let recreated = new.recreated().unwrap_or_else(|| panic!("{what}: not replaced"));
+        assert!(recreated.contains(reason), "{what}: {recreated}");
+        assert_eq!(new.breaker("kept", Config::default()).unwrap().state(), State::Closed, "{what}");
+        assert_eq!(open(&path).recreated(), None, "{what}: the replacement is valid");
+    }
+}
+
+/// Issue 21, item 12: a file of ours cut below the magic, or with a damaged magic, is a damaged
+/// region (replaced); another magic is still somebody else's file (left alone).
+#[test]
+fn a_cut_or_damaged_magic_is_replaced_but_another_magic_is_left_alone() {
+    assert_replaced(&[
+        ("cut-below-magic", |p| OpenOptions::new().write(true).open(p).unwrap().set_len(5).unwrap(), "truncated (5 bytes)"),
+        ("one-bit", |p| patch(p, 0, b"B", false), "magic is damaged (1 bits differ"),
+        ("magic-overwritten-checksum-intact", |p| patch(p, 0, b"XXXXXXXX", false), "magic is damaged"),
+    ]);
+    // Another magic, with a checksum that does not fit ours either: not a region, left alone.
+    let dir = TempDir::new("other-magic");
+    let path = dir.path("region");
+    open(&path);
+    patch(&path, 0, b"SQLite f", false);
+    patch(&path, CHECKSUM_AT, &[0x5a; 8], false);
+    let before = fs::read(&path).unwrap();
+    let err = SharedRegion::open(&RegionOptions::new().path(&path)).unwrap_err();
+    assert!(matches!(err, RegionError::NotARegion { .. }), "{err}");
+    assert_eq!(fs::read(&path).unwrap(), before, "left alone");
+}
+
+/// Issue 21, item 12: a header whose creation stamps cannot be true (reports anchored on them
+/// read 1970) is stale.
+#[test]
+fn a_header_with_impossible_creation_stamps_is_replaced() {
+    assert_replaced(&[
+        ("created-in-1970", |p| patch(p, CREATED_MS_AT, &0u64.to_ne_bytes(), true), "creation time (0 ms after 1970) is impossible"),
+        (
+            "created-next-week",
+            |p| {
+                let next_week = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 + 7 * 86_400_000;
+                patch(p, CREATED_MS_AT, &next_week.to_ne_bytes(), true)
+            },
+            "is impossible",
+        ),
+        ("created-after-now", |p| patch(p, CREATED_TICK_AT, &(1u64 << 60).to_ne_bytes(), true), "which reads"),
+    ]);
+}
+
+/// Issue 21, item 12: `window_calls` against `window_seconds` (or any rate setting) on one name
+/// is reported like any other difference.
+#[test]
+fn a_different_rate_window_is_a_config_mismatch() {
+    let dir = TempDir::new("window-mismatch");
+    let region = open(&dir.path("region"));
+    let by_calls = Config::default().failure_rate_threshold(0.5).minimum_calls(10).sliding_window(cb_core::SlidingWindow::Calls(20));
+    let by_time = by_calls.sliding_window(cb_core::SlidingWindow::Time(Duration::from_secs(10)));
+    assert!(region.attach("rated", &by_calls).unwrap().config_mismatch().is_none());
+    let theirs = *region.attach("rated", &by_time).unwrap().config_mismatch().expect("a window of calls against one of time");
+    assert_eq!(theirs.sliding_window, cb_core::SlidingWindow::Calls(20));
+    assert!(theirs.describe().ends_with("minimum_calls=10, window_calls=20"), "{}", theirs.describe());
+    let slower = by_time.slow_call_duration(Duration::from_millis(250));
+    let theirs = *region.attach("rated", &slower).unwrap().config_mismatch().expect("a slow-call policy added");
+    assert_eq!((theirs.slow_call_duration, theirs.sliding_window), (None, cb_core::SlidingWindow::Time(Duration::from_secs(10))));
+    let rate = slower.failure_rate_threshold(0.25);
+    assert_eq!(region.attach("rated", &rate).unwrap().config_mismatch().and_then(|c| c.failure_rate_threshold), Some(0.5));
+    let fewer = rate.minimum_calls(5);
+    assert_eq!(region.attach("rated", &fewer).unwrap().config_mismatch().map(|c| c.minimum_calls), Some(10));
+    assert!(region.attach("rated", &fewer).unwrap().config_mismatch().is_none(), "the same again");
+    // Window settings nothing reads (no rate policy) are no difference.
+    let plain = Config::default();
+    region.attach("plain", &plain).unwrap();
+    assert!(region.attach("plain", &plain.minimum_calls(7)).unwrap().config_mismatch().is_none());
+}
+
+/// Issue 21, item 12: a process killed while creating a region leaves a hidden temporary; the
+/// next open removes those whose process is gone, and creating leaves none.
+#[test]
+fn creating_leaves_no_temporary_and_stale_ones_of_dead_processes_are_removed() {
+    let dir = TempDir::new("temporaries");
+    let path = dir.path("region");
+    let listing = || {
+        let mut names: Vec<String> = fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    };
+    open(&path);
+    assert_eq!(listing(), ["region"]);
+    patch(&path, VERSION_AT, &99u32.to_ne_bytes(), true);
+    assert!(open(&path).recreated().is_some());
+    assert_eq!(listing(), ["region"], "replacing leaves no temporary either");
+
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3_600);
+    let left = |name: String, modified: std::time::SystemTime| {
+        let file = fs::File::create(dir.path(&name)).unwrap();
+        file.set_modified(modified).unwrap();
+        name
+    };
+    let stale = left(format!(".region.{dead}.123456.tmp"), an_hour_ago);
+    let alive = left(format!(".region.{}.1.tmp", std::process::id()), an_hour_ago);
+    let fresh = left(format!(".region.{dead}.7.tmp"), std::time::SystemTime::now());
+    let other = left(format!(".elsewhere.{dead}.1.tmp"), an_hour_ago);
+    let not_ours = left(format!(".region.{dead}.notes.tmp"), an_hour_ago);
+    open(&path);
+    let mut expected = vec![alive, fresh, other, not_ours, "region".to_string()];
+    expected.sort();
+    assert_eq!(listing(), expected, "only {stale} is removed");
 }

@@ -57,7 +57,7 @@ pub(crate) fn status<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Bound
 pub(crate) fn metrics<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     let state = b.state();
     let t = b.inner.metrics().totals();
-    let requests = t.successes + t.failures + t.ignored + t.rejections;
+    let requests = t.requests();
     let rate = if requests == 0 { 0.0 } else { t.successes as f64 / requests as f64 * 100.0 };
     let metrics = PyDict::new(py);
     metrics.set_item(intern!(py, "state"), state_name(state))?;

@@ -475,20 +475,78 @@ def test_the_environment_variable_is_parsed_strictly(tmp_path: Path, monkeypatch
         CircuitBreaker("env_refused")
 
 
-def test_true_and_1_mean_the_default_region(monkeypatch: pytest.MonkeyPatch) -> None:
-    default = Path(f"/dev/shm/circuit_breaker.{os.geteuid()}")
-    existed = default.exists()
+def test_true_and_1_mean_the_default_region(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The default region is in $XDG_RUNTIME_DIR when that is a private directory of ours: a
+    # temporary one here, so the test never touches the user's real default region.
+    runtime = tmp_path / "run-user"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    default = runtime / "circuit_breaker.region"
     name = f"default-{uuid.uuid4().hex}"
+    monkeypatch.setenv(ENV, "1")
+    from_env = CircuitBreaker(name)
+    monkeypatch.delenv(ENV)
+    explicit = CircuitBreaker(name, shared_memory=True)
+    assert from_env.shared_memory == explicit.shared_memory == SharedMemory()
+    assert explicit.shared_memory is not None and explicit.shared_memory.path == default
+    explicit.force_open()
+    assert from_env.is_open()
+    from_env.reset()
+
+
+def test_a_region_cut_short_under_a_process_does_not_kill_it(region: Path) -> None:
+    # Issue 21, item 10: `truncate -s 100` on a mapped region used to end the process with SIGBUS.
+    go = region.with_name("go")
+    attached = region.with_name("attached")
+    child = start(
+        """
+        b = CircuitBreaker("cut", failure_threshold=3, shared_memory=REGION)
+        b.force_open()
+        Path(os.environ["CB_TEST_GO"]).with_name("attached").write_text("")
+        wait_for_go()
+        admitted = 0
+        for i in range(1_000):
+            admitted += b.call(lambda: 1)
+        for i in range(3):
+            try:
+                b.call(boom)
+            except Boom:
+                pass
+        again = CircuitBreaker("cut-again", shared_memory=REGION)  # the cut file is replaced
+        report(admitted=admitted, state=b.get_state().value, again=again.get_state().value)
+        """,
+        region,
+        go,
+    )
     try:
-        monkeypatch.setenv(ENV, "1")
-        from_env = CircuitBreaker(name)
-        monkeypatch.delenv(ENV)
-        explicit = CircuitBreaker(name, shared_memory=True)
-        assert from_env.shared_memory == explicit.shared_memory == SharedMemory()
-        assert explicit.shared_memory is not None and explicit.shared_memory.path == default
-        explicit.force_open()
-        assert from_env.is_open()
-        from_env.reset()
+        deadline = time.monotonic() + 30
+        while not attached.exists():
+            assert time.monotonic() < deadline and child.poll() is None, "the child never attached"
+            time.sleep(0.01)
+        with open(region, "r+b") as f:
+            f.truncate(100)
+        go.write_text("go")
+        report = finish(child)
     finally:
-        if not existed and default.exists():
-            default.unlink()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    # The child went on alone, on a private copy that started CLOSED and tripped on its own.
+    assert (report["admitted"], report["state"], report["again"]) == (1_000, "OPEN", "CLOSED")
+    assert any("stale region" in m and "truncated" in m for _, m in report["records"]), report["records"]
+
+
+def test_corrupt_counters_saturate_instead_of_wrapping(region: Path) -> None:
+    # Issue 21, item 12: four counters full of 0xff summed to 18446744073709551612.
+    b = CircuitBreaker("counted", shared_memory=SharedMemory(region, capacity=1))
+    before = region.read_bytes()
+    b.call(lambda: 1)  # a CLOSED success writes one stripe's success count, nothing else
+    after = region.read_bytes()
+    changed = [i for i in range(len(before)) if before[i] != after[i]]
+    assert len(changed) == 1 and after[changed[0]] == 1, changed
+    with open(region, "r+b") as f:
+        f.seek(changed[0])
+        f.write(b"\xff" * 32)  # successes, failures, ignored and rejections of that stripe
+    metrics = b.get_metrics()
+    assert metrics["total_successes"] == metrics["total_failures"] == 2**64 - 1
+    assert metrics["total_requests"] == 2**64 - 1

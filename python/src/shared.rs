@@ -31,7 +31,8 @@ static REGIONS: Mutex<Vec<(PathBuf, SharedRegion)>> = Mutex::new(Vec::new());
 /// by every process of the host that uses the same file.
 ///
 /// `SharedMemory(path=None, *, capacity=1024, mode=0o600, allow_foreign=False)`: `path`
-/// defaults to `/dev/shm/circuit_breaker.<uid>`; `capacity` (slots, one per breaker name) and
+/// defaults to `$XDG_RUNTIME_DIR/circuit_breaker.region` when that directory is the user's own
+/// and private, else `/dev/shm/circuit_breaker.<uid>`; `capacity` (slots, one per breaker name) and
 /// `mode` apply when the file is created; `allow_foreign` accepts a file owned by another user
 /// or writable by others. Opening it checks the file and raises `SharedMemoryError` if it
 /// cannot be used.
@@ -86,6 +87,14 @@ impl SharedMemory {
     #[getter]
     fn capacity(&self) -> usize {
         self.region.capacity()
+    }
+
+    /// True once the file was cut short under this process: its breakers then run on a private
+    /// copy (their status says `degraded`); open the path again to join the region that
+    /// replaces it.
+    #[getter]
+    fn lost(&self) -> bool {
+        self.region.is_lost()
     }
 
     /// The names of the breakers in the region.

@@ -110,10 +110,12 @@ pub(crate) fn counts_scope(b: &CircuitBreaker) -> &'static str {
     }
 }
 
-/// True while a breaker in Redis cannot reach it: its state is then this process's own until
-/// Redis answers and it resyncs.
+/// True while a breaker in Redis cannot reach it (its state is then this process's own until
+/// Redis answers and it resyncs), and for good once the shared-memory region under a breaker
+/// was cut short by someone (it then runs on a private copy in this process; a breaker made
+/// anew with the same name joins the region that replaces the cut one).
 pub(crate) fn degraded(b: &CircuitBreaker) -> bool {
-    b.fleet.as_ref().is_some_and(|f| !f.is_connected())
+    b.fleet.as_ref().is_some_and(|f| !f.is_connected()) || b.region.as_ref().is_some_and(|r| r.is_lost())
 }
 
 /// Consecutive failures now; the word keeps no count once open, so OPEN and HALF_OPEN report

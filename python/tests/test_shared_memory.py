@@ -512,8 +512,10 @@ def test_a_region_cut_short_under_a_process_does_not_kill_it(region: Path) -> No
                 b.call(boom)
             except Boom:
                 pass
+        degraded = b.get_status()["degraded"]
         again = CircuitBreaker("cut-again", shared_memory=REGION)  # the cut file is replaced
-        report(admitted=admitted, state=b.get_state().value, again=again.get_state().value)
+        report(admitted=admitted, state=b.get_state().value, again=again.get_state().value,
+               degraded=degraded, again_degraded=again.get_status()["degraded"])
         """,
         region,
         go,
@@ -533,6 +535,8 @@ def test_a_region_cut_short_under_a_process_does_not_kill_it(region: Path) -> No
             child.wait()
     # The child went on alone, on a private copy that started CLOSED and tripped on its own.
     assert (report["admitted"], report["state"], report["again"]) == (1_000, "OPEN", "CLOSED")
+    # The status says the breaker is no longer shared; the new region's breaker is.
+    assert (report["degraded"], report["again_degraded"]) == (True, False)
     assert any("stale region" in m and "truncated" in m for _, m in report["records"]), report["records"]
 
 

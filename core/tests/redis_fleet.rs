@@ -457,13 +457,19 @@ fn a_huge_value_never_stretches_a_call_past_the_deadline() {
 }
 
 #[test]
-fn a_user_who_may_not_subscribe_is_refused_at_open() {
+fn a_user_who_may_not_subscribe_or_publish_is_refused_at_open() {
     let server = Server::start(&[]);
     server.command(&["ACL", "SETUSER", "deaf", "on", ">pw", "~*", "&*", "+@all", "-@pubsub"]);
     let url = format!("redis://deaf:pw@127.0.0.1:{}/0", server.port);
     let err = RedisFleet::open(RedisOptions::new(url)).unwrap_err();
     assert!(matches!(err, RedisError::Denied { .. }), "{err:?}");
     assert!(err.to_string().contains("PSUBSCRIBE"), "{err}");
+    // A user whose writes would fail (its scripts may not PUBLISH) is refused too, rather than
+    // going local at its first write.
+    server.command(&["ACL", "SETUSER", "mute", "on", ">pw", "~*", "&*", "+@all", "-publish"]);
+    let url = format!("redis://mute:pw@127.0.0.1:{}/0", server.port);
+    let err = RedisFleet::open(RedisOptions::new(url)).unwrap_err();
+    assert!(matches!(err, RedisError::Denied { .. }), "{err:?}");
 }
 
 #[test]

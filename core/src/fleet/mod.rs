@@ -104,7 +104,7 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
-use self::remote::{config_key, is_bad_database, is_refusal, word_key, Fleet, Mirror};
+use self::remote::{config_key, is_refusal, word_key, Fleet, Mirror};
 use self::scripts::Cas;
 use crate::{CircuitBreaker, Config, ConfigError, Counters, Snapshot, Store, WallClock};
 
@@ -354,8 +354,9 @@ pub struct RedisFleet {
 pub type RedisBreaker<C = WallClock> = CircuitBreaker<C, Counters, RedisWord>;
 
 impl RedisFleet {
-    /// Parses the URL, connects and checks the credentials, the permissions (the subscription
-    /// included) and the database, all within [`RedisOptions::timeout`]. An unreachable
+    /// Parses the URL, connects and checks the credentials, the permissions (by running the
+    /// write script once on `<prefix>word:`, a key no breaker has, and subscribing) and the
+    /// database, all within [`RedisOptions::timeout`]. An unreachable
     /// Redis is not an error: the handle starts local and reports the outage once.
     pub fn open(options: RedisOptions) -> Result<RedisFleet, RedisError> {
         options.check()?;
@@ -367,7 +368,8 @@ impl RedisFleet {
         let checked = fleet
             .with_connection(deadline, |c| {
                 redis::cmd("PING").query::<String>(c)?;
-                fleet.scripts.load(c)
+                fleet.scripts.load(c)?;
+                fleet.probe(c)
             })
             .and_then(|()| {
                 // The watcher's subscription, tried now so that a user who may not subscribe is
@@ -457,7 +459,7 @@ impl RedisFleet {
         if fleet.connected.load(Ordering::Acquire) {
             match fleet.attach(&mirror, &config_key(&fleet.options.prefix, name), &ours) {
                 Ok(theirs) => mismatch = theirs.filter(|t| *t != ours),
-                Err(e) if is_refusal(&e) && !is_bad_database(&e) => return Err(fleet.refused(&e)),
+                Err(e) if is_refusal(&e) => return Err(fleet.refused(&e)),
                 Err(e) => fleet.go_local(&e),
             }
         }

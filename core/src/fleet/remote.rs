@@ -94,6 +94,8 @@ pub(super) struct Fleet {
 pub(super) fn is_refusal(e: &redis::RedisError) -> bool {
     matches!(e.kind(), ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig)
         || e.code().is_some_and(|c| c == "NOPERM" || c == "WRONGPASS" || c == "NOAUTH")
+        // A command a script may not run: Redis 7 says so with a plain ERR.
+        || (e.code() == Some("ERR") && e.to_string().contains("The user executing the script can't"))
         || is_bad_database(e)
 }
 
@@ -153,6 +155,14 @@ impl Fleet {
             self.scripts.cas.key(key).arg(current.bits().to_string()).arg(next.bits().to_string()).arg(self.ttl_ms()).invoke(c)
         })?;
         Cas::from_reply(reply)
+    }
+
+    /// Runs the write script once, as a write would (every command it may run, the `PUBLISH`
+    /// included), on `<prefix>word:`: no breaker has the empty name, and the probe's word (0,
+    /// a fresh breaker's) expires within a second.
+    pub(super) fn probe(&self, c: &mut redis::Connection) -> redis::RedisResult<()> {
+        let key = word_key(&self.options.prefix, "");
+        self.scripts.cas.key(key).arg("0").arg("0").arg(1000).invoke::<(i64, Vec<u8>)>(c).map(drop)
     }
 
     /// Attaches a mirror: reads its word (repairing a bad one) and swaps the configuration

@@ -109,5 +109,5 @@ fn main() {
     let after = commands(&mut admin);
     let (n, trips) = (after.0 - before.0, after.1 - before.1);
     println!("| 100 % failing (threshold 5) | {trips} | {:.4} | {n} |", trips as f64 / calls as f64);
-    println!("\n(The background refresh — one MGET per handle per second — is counted too.)");
+    println!("\n(The background refresh — one read-back script per handle per second — is counted too.)");
 }

@@ -39,7 +39,7 @@
 //! | admission in CLOSED or DISABLED, rejection while OPEN or FORCED_OPEN, a success in CLOSED with no failure pending, state reads | none (the mirror) |
 //! | a failure in CLOSED, a success that clears pending failures, probe admission and outcomes, `reset`/`force_open`/`disable` | one `EVALSHA` each (one more per lost race, as in any CAS loop) |
 //! | attaching a breaker | one `EVALSHA` (read the word, swap the configuration record) |
-//! | in the background | one pattern subscription per fleet handle, one `EVALSHA` reading back the words hinted by messages (at most one per 2 ms), one reading every attached word per refresh interval |
+//! | in the background | one pattern subscription per fleet handle, one `EVALSHA` reading back the words hinted by messages (none for a message carrying the word the mirror holds, such as this host's own writes), one reading every attached word per refresh interval |
 //!
 //! # What Redis may hold, and who may publish
 //!
@@ -51,8 +51,10 @@
 //!
 //! A published message is only a hint: the watcher reads the hinted words back from Redis and
 //! sets the mirrors to what Redis holds, never to a message's payload. A client that may only
-//! `PUBLISH` can make hosts re-read words (coalesced: at most one bounded read per 2 ms per
-//! handle, however many messages), never change a breaker's state.
+//! `PUBLISH` can make hosts re-read words, never change a breaker's state; and since reads
+//! back that find nothing new are limited (a burst of 64, then one a millisecond per handle,
+//! the hints that arrive meanwhile read back together in one bounded read), a flood of forged
+//! messages costs each host at most that, while a real change is still read back at once.
 //!
 //! # How stale a host can be
 //!

@@ -171,14 +171,15 @@ impl Fleet {
         let (code, value, theirs): (i64, Vec<u8>, Option<Vec<u8>>) = self.with_connection(self.deadline(), |c| {
             self.scripts.attach.key(&mirror.key).key(config_key).arg(self.ttl_ms()).arg(mirror.load().bits().to_string()).arg(ours).invoke(c)
         })?;
-        self.apply(mirror, Found::from_reply((code, value))?);
+        let _ = self.apply(mirror, Found::from_reply((code, value))?);
         Ok(theirs.map(|t| String::from_utf8_lossy(&t[..t.len().min(1024)]).into_owned()))
     }
 
     /// Reads `mirrors` back from Redis in batches, each within a deadline of its own: adopts
     /// the words there, writes this host's where a key is missing, repairs values that are not
-    /// words.
-    pub(super) fn sync(&self, mirrors: &[Arc<Mirror>]) -> redis::RedisResult<()> {
+    /// words. Returns how many mirrors changed.
+    pub(super) fn sync(&self, mirrors: &[Arc<Mirror>]) -> redis::RedisResult<usize> {
+        let mut changed = 0;
         for batch in mirrors.chunks(SYNC_BATCH) {
             let found: Vec<(i64, Vec<u8>)> = self.with_connection(self.deadline(), |c| {
                 let mut invocation = self.scripts.sync.prepare_invoke();
@@ -192,17 +193,21 @@ impl Fleet {
                 return Err((ErrorKind::TypeError, "a circuit breaker script answered for the wrong number of keys").into());
             }
             for (mirror, found) in batch.iter().zip(found) {
-                self.apply(mirror, Found::from_reply(found)?);
+                changed += usize::from(self.apply(mirror, Found::from_reply(found)?));
             }
         }
-        Ok(())
+        Ok(changed)
     }
 
-    fn apply(&self, mirror: &Mirror, found: Found) {
+    /// Sets a mirror to what Redis held; whether that changed it.
+    fn apply(&self, mirror: &Mirror, found: Found) -> bool {
         match found {
-            Found::Word(word) => mirror.set(word),
-            Found::Missing => {}
-            Found::Repaired(found) => self.tell(&FleetEvent::Repaired { name: mirror.name.clone(), found }),
+            Found::Word(word) => mirror.word.swap(word.bits(), Ordering::AcqRel) != word.bits(),
+            Found::Missing => false,
+            Found::Repaired(found) => {
+                self.tell(&FleetEvent::Repaired { name: mirror.name.clone(), found });
+                false
+            }
         }
     }
 
@@ -212,7 +217,7 @@ impl Fleet {
         if mirrors.is_empty() {
             return self.with_connection(self.deadline(), |c| redis::cmd("PING").query::<String>(c).map(drop));
         }
-        self.sync(&mirrors)
+        self.sync(&mirrors).map(drop)
     }
 
     pub(super) fn live_mirrors(&self) -> Vec<Arc<Mirror>> {

@@ -14,15 +14,53 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::remote::{Fleet, Mirror};
+use super::scripts::parse_word;
 use super::FleetEvent;
 
 /// The longest the thread sleeps before it notices that the handle is gone.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Hinted words are read back at most once per this interval: the first hint after a quiet
-/// spell is read back at once, and a flood of them (forged or not) costs one bounded read per
-/// interval, whatever its rate.
-const COALESCE: Duration = Duration::from_millis(2);
+/// A hint is read back at once unless reads back that taught nothing (the word was already
+/// the mirror's: a forged message, or a duplicate) have used up their budget: up to [`BURST`]
+/// of them, then one more per this interval. Real changes are read back without delay however
+/// many there are; a flood of useless hints (forged or not) costs at most one bounded read per
+/// interval, the hints that arrive meanwhile being read back together.
+const COALESCE: Duration = Duration::from_millis(1);
+
+/// The useless reads back that may follow each other without waiting.
+const BURST: u32 = 64;
+
+/// The budget of useless reads back (a token bucket).
+struct Budget {
+    reads: u32,
+    /// When the last read was earned.
+    earned: Instant,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget { reads: BURST, earned: Instant::now() }
+    }
+
+    /// Whether a read may be spent now (earning what the time since the last one earned).
+    fn available(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.earned).as_micros() / COALESCE.as_micros();
+        if earned > 0 {
+            self.reads = (u128::from(self.reads) + earned).min(u128::from(BURST)) as u32;
+            self.earned = if self.reads == BURST { now } else { self.earned + COALESCE * earned as u32 };
+        }
+        self.reads > 0
+    }
+
+    fn spend(&mut self) {
+        self.reads = self.reads.saturating_sub(1);
+    }
+
+    /// How long until the next read is earned.
+    fn wait(&self, now: Instant) -> Duration {
+        (self.earned + COALESCE).saturating_duration_since(now)
+    }
+}
 
 pub(super) fn spawn(fleet: &Arc<Fleet>) {
     let weak = Arc::downgrade(fleet);
@@ -104,11 +142,11 @@ fn watch(weak: &Weak<Fleet>, generation: u64) {
 /// a caller saw an outage (`Ok`: resubscribe and resync).
 fn listen(weak: &Weak<Fleet>, generation: u64, pubsub: &mut redis::PubSub<'_>) -> redis::RedisResult<()> {
     let mut hinted: HashMap<String, Arc<Mirror>> = HashMap::new();
-    let mut next_read = Instant::now();
+    let mut budget = Budget::new();
     let mut last_refresh = Instant::now();
     let mut waiting = Duration::ZERO;
     loop {
-        let wait = if hinted.is_empty() { TICK } else { next_read.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)) };
+        let wait = if hinted.is_empty() { TICK } else { budget.wait(Instant::now()).max(Duration::from_millis(1)) };
         if wait != waiting {
             pubsub.set_read_timeout(Some(wait))?;
             waiting = wait;
@@ -122,18 +160,53 @@ fn listen(weak: &Weak<Fleet>, generation: u64, pubsub: &mut redis::PubSub<'_>) -
         if !fleet.connected.load(Ordering::Acquire) {
             return Ok(());
         }
-        if let Some(mirror) = message.and_then(|m| fleet.mirror(m.get_channel_name())) {
-            hinted.entry(mirror.key.clone()).or_insert(mirror);
+        if let Some(message) = message {
+            if let Some(mirror) = fleet.mirror(message.get_channel_name()) {
+                // A hint of the word the mirror holds teaches nothing (this host's own writes
+                // come back so): Redis is read only when the mirror may be behind.
+                if parse_word(message.get_payload_bytes()) != Some(mirror.load()) {
+                    hinted.entry(mirror.key.clone()).or_insert(mirror);
+                }
+            }
         }
-        let now = Instant::now();
-        if !hinted.is_empty() && now >= next_read {
+        if !hinted.is_empty() && budget.available(Instant::now()) {
             let mirrors: Vec<Arc<Mirror>> = hinted.drain().map(|(_, m)| m).collect();
-            fleet.sync(&mirrors)?;
-            next_read = now + COALESCE;
+            if fleet.sync(&mirrors)? == 0 {
+                budget.spend();
+            }
         }
         if last_refresh.elapsed() >= fleet.options.refresh {
             fleet.resync()?;
             last_refresh = Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_reads_at_once_and_a_flood_once_per_interval() {
+        let mut budget = Budget::new();
+        let start = budget.earned;
+        for _ in 0..BURST {
+            assert!(budget.available(start), "a burst is read back without waiting");
+            budget.spend();
+        }
+        assert!(!budget.available(start));
+        assert_eq!(budget.wait(start), COALESCE);
+        // A flood over one second earns one read per interval, no more.
+        let mut reads = 0;
+        for us in 0..1_000_000u64 {
+            if budget.available(start + Duration::from_micros(us)) {
+                budget.spend();
+                reads += 1;
+            }
+        }
+        assert_eq!(reads, (Duration::from_secs(1).as_micros() / COALESCE.as_micros()) as u32 - 1);
+        // After a quiet spell the whole burst is back.
+        let later = start + Duration::from_secs(5);
+        assert!(budget.available(later) && budget.reads == BURST);
     }
 }

@@ -500,3 +500,119 @@ fn a_password_required_after_an_outage_is_reported_as_denied_once() {
     let _ = breaker.call(|| Err::<(), _>("down"));
     assert_eq!(breaker.state(), State::Open, "still works on its own");
 }
+
+/// A small deterministic generator for the hostile client's choices.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+
+    /// A payload or value a hostile client might send: a word of any state, digits that are
+    /// not one, random bytes, nothing, or something large.
+    fn garbage(&mut self) -> Vec<u8> {
+        match self.next() % 6 {
+            0 => self.next().to_string().into_bytes(),
+            1 => [Snapshot::forced_open(1), Snapshot::disabled(1), Snapshot::closed(1, 0), Snapshot::open(1, 1)][(self.next() % 4) as usize]
+                .bits()
+                .to_string()
+                .into_bytes(),
+            2 => b"99999999999999999999999".to_vec(),
+            3 => Vec::new(),
+            4 => vec![b'9'; 1 << 20],
+            _ => {
+                let len = (self.next() % 100) as usize;
+                self.bytes(len)
+            }
+        }
+    }
+}
+
+#[test]
+fn hostile_clients_never_slow_a_call_or_break_the_probe_limit() {
+    const TIMEOUT: Duration = Duration::from_millis(50);
+    const LIMIT: u64 = 2;
+    let server = Server::start(&[]);
+    let config = Config::default().failure_threshold(1).recovery_timeout(Duration::ZERO).half_open_max_calls(LIMIT);
+    let options = || RedisOptions::new(server.url()).timeout(TIMEOUT).refresh(Duration::from_millis(50));
+    let fleets: Vec<RedisFleet> = (0..3).map(|_| RedisFleet::open(options()).unwrap()).collect();
+    let hosts: Vec<_> = fleets.iter().map(|f| f.breaker("fuzz", config).unwrap()).collect();
+    let _ = hosts[0].call(|| Err::<(), _>("down"));
+    // Phase 1: a client that may only PUBLISH sends anything on every channel; phase 2: a client
+    // that may write the keys stores anything under them, of any type and size.
+    for may_write in [false, true] {
+        let hostile = AtomicBool::new(true);
+        let (running, peak, probes) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+        let worst = Mutex::new(Duration::ZERO);
+        thread::scope(|s| {
+            s.spawn(|| {
+                let mut c = server.connection();
+                let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+                let keys = [word_key("fuzz"), config_key("fuzz"), word_key("other")];
+                while hostile.load(Ordering::Relaxed) {
+                    let key = &keys[(rng.next() % 3) as usize];
+                    let value = rng.garbage();
+                    let mut command = match (may_write, rng.next() % 4) {
+                        (false, _) => redis::cmd("PUBLISH"),
+                        (true, 0) => redis::cmd("RPUSH"),
+                        (true, 1) => redis::cmd("DEL"),
+                        (true, _) => redis::cmd("SET"),
+                    };
+                    command.arg(key);
+                    if !may_write || rng.next() % 4 != 1 {
+                        command.arg(&value);
+                    }
+                    // A wrong type for the command is Redis's answer to us, not a failure.
+                    let _ = command.query::<redis::Value>(&mut c);
+                    thread::sleep(Duration::from_micros(200));
+                }
+            });
+            for breaker in &hosts {
+                let (running, peak, probes, worst, hostile) = (&running, &peak, &probes, &worst, &hostile);
+                s.spawn(move || {
+                    let until = Instant::now() + Duration::from_millis(1500);
+                    while Instant::now() < until {
+                        let started = Instant::now();
+                        if let Ok(permit) = breaker.admit() {
+                            if permit.is_probe() {
+                                probes.fetch_add(1, Ordering::SeqCst);
+                                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                                peak.fetch_max(now, Ordering::SeqCst);
+                                thread::sleep(Duration::from_millis(1));
+                                running.fetch_sub(1, Ordering::SeqCst);
+                            }
+                            // Stays HALF_OPEN: every probe races for a freed slot (a failure
+                            // would start a new generation, whose probes may overlap these).
+                            permit.ignore();
+                        }
+                        let took = started.elapsed();
+                        let mut worst = worst.lock().unwrap();
+                        *worst = (*worst).max(took);
+                    }
+                    hostile.store(false, Ordering::Relaxed);
+                });
+            }
+        });
+        let worst = *worst.lock().unwrap();
+        assert!(worst < TIMEOUT + Duration::from_millis(40), "may_write={may_write}: a call took {worst:?}");
+        // (A writer may store FORCED_OPEN or DISABLED: then there is nothing to probe.)
+        if !may_write {
+            assert!(probes.load(Ordering::SeqCst) > 10, "the breaker kept probing");
+            assert!(peak.load(Ordering::SeqCst) <= LIMIT, "forged messages let {} probes run at once", peak.load(Ordering::SeqCst));
+            assert!(fleets.iter().all(RedisFleet::is_connected));
+        }
+    }
+    // Once the writer stops, the key holds a word again and every host follows it.
+    eventually("every host is connected again", Duration::from_secs(5), || fleets.iter().all(RedisFleet::is_connected));
+    hosts[0].force_open();
+    eventually("the key holds a word", Duration::from_secs(3), || holds_a_word(&server, &word_key("fuzz")));
+    eventually("every host follows the fleet's word", Duration::from_secs(3), || hosts.iter().all(|b| b.state() == State::ForcedOpen));
+}

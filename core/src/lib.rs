@@ -72,7 +72,7 @@ pub use metrics::{Counters, Metrics, NoMetrics, Totals, STRIPES};
 #[cfg(all(unix, feature = "shared-memory"))]
 pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, SharedSlot, SlotWindow, SlotWord};
 #[cfg(feature = "redis")]
-pub use fleet::{FleetEvent, RedisBreaker, RedisError, RedisFleet, RedisOptions, RedisSlot, RedisWord};
+pub use fleet::{FleetEvent, RedisBreaker, RedisError, RedisFleet, RedisOptions, RedisSlot, RedisWord, WeakRedisFleet};
 pub use store::{LocalWord, Store};
 pub use window::{SlidingWindow, Window, WindowTotals, MAX_BUCKET_CALLS, MAX_WINDOW_CALLS, MAX_WINDOW_TIME, WINDOW_BUCKETS};
 #[cfg(feature = "tower")]

@@ -293,7 +293,7 @@ def test_redis_killed_restarted_empty_and_frozen_never_fails_a_call(server: Serv
     # Restarted empty: the host resyncs and seeds the key with its own state.
     server.start()
     eventually(lambda: store.connected)
-    eventually(lambda: server.admin().get("circuit_breaker:faulty") is not None)
+    eventually(lambda: server.admin().get("circuit_breaker:word:faulty") is not None)
     assert b.get_status()["degraded"] is False
     b.reset()
     eventually(lambda: any("answers again" in r.getMessage() for r in caplog.records))
@@ -315,11 +315,11 @@ def test_a_garbage_value_under_the_key_is_repaired(server: Server, caplog: pytes
     caplog.set_level(logging.WARNING, logger="circuit_breaker")
     store = RedisStore(server.url, refresh_seconds=0.05)
     b = CircuitBreaker("garbled", failure_threshold=2, redis=store)
-    server.admin().set("circuit_breaker:garbled", "not a word")
+    server.admin().set("circuit_breaker:word:garbled", "not a word")
     for _ in range(2):
         with pytest.raises(ZeroDivisionError):
             b.call(lambda: 1 / 0)
-    eventually(lambda: (server.admin().get("circuit_breaker:garbled") or b"").isdigit())
+    eventually(lambda: (server.admin().get("circuit_breaker:word:garbled") or b"").isdigit())
     assert b.get_state() is CircuitBreakerState.OPEN
     eventually(lambda: any("not a breaker state" in r.getMessage() for r in caplog.records))
 
@@ -337,6 +337,68 @@ def test_credentials_and_permissions_are_checked_once_with_a_clear_error(server:
     ok = RedisStore(f"redis://app:pw@127.0.0.1:{server.port}/0", prefix="cb:")
     assert ok.connected and ok.url == f"redis://app:***@127.0.0.1:{server.port}/0"
     assert CircuitBreaker("acl", redis=ok).get_status()["scope"] == "fleet"
+
+
+def test_forged_messages_on_the_channel_change_no_breaker(server: Server) -> None:
+    # A client allowed only to PUBLISH floods the channel with the FORCED_OPEN and DISABLED
+    # words; the host (a child, so that a hang fails the test) reads states back from Redis.
+    forger = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import redis
+            r = redis.Redis(host="127.0.0.1", port={server.port})
+            while True:
+                r.publish("circuit_breaker:word:forged", str(3 << 61))
+                r.publish("circuit_breaker:word:forged", str(4 << 61))
+        """)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        host = start(
+            """
+            store = RedisStore(URL)
+            b = CircuitBreaker("forged", failure_threshold=1, recovery_timeout_seconds=600, redis=store)
+            ok = rejected = 0
+            until = time.monotonic() + 1.0
+            while time.monotonic() < until:
+                try:
+                    b.call(lambda: None)
+                    ok += 1
+                except CircuitBreakerOpenError:
+                    rejected += 1
+            try:
+                b.call(boom)
+            except Boom:
+                pass
+            admitted = 0
+            until = time.monotonic() + 1.0
+            while time.monotonic() < until:
+                try:
+                    b.call(boom)
+                    admitted += 1
+                except Boom:
+                    admitted += 1
+                except CircuitBreakerOpenError:
+                    pass
+            report(ok=ok, rejected=rejected, admitted=admitted, connected=store.connected)
+            """,
+            {"CB_TEST_URL": server.url},
+        )
+        result = finish(host, timeout=30)
+    finally:
+        forger.kill()
+        forger.wait()
+    assert result["ok"] > 100 and result["rejected"] == 0, result
+    assert result["admitted"] == 0, "calls let through while Redis held OPEN"
+    assert result["connected"] is True
+
+
+def test_a_user_who_may_not_subscribe_or_a_missing_database_is_refused_at_open(server: Server) -> None:
+    server.admin().execute_command("ACL", "SETUSER", "deaf", "on", ">pw", "~*", "&*", "+@all", "-@pubsub")
+    with pytest.raises(RedisStoreError, match="PSUBSCRIBE"):
+        RedisStore(f"redis://deaf:pw@127.0.0.1:{server.port}/0", prefix="deaf:")
+    with pytest.raises(ValueError, match="DB index"):
+        RedisStore(f"redis://127.0.0.1:{server.port}/99")
 
 
 def test_bad_arguments_are_value_or_type_errors(server: Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -464,6 +526,6 @@ def test_rediss_urls_speak_tls(tmp_path: Path) -> None:
         b = CircuitBreaker("tls", failure_threshold=1, redis=store)
         with pytest.raises(ZeroDivisionError):
             b.call(lambda: 1 / 0)
-        assert s.admin().get("circuit_breaker:tls") is not None
+        assert s.admin().get("circuit_breaker:word:tls") is not None
     finally:
         s.kill()

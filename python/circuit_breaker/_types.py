@@ -17,6 +17,7 @@ __all__ = [
     "CircuitBreakerState",
     "CircuitBreakerError",
     "CircuitBreakerOpenError",
+    "CircuitBreakerFullError",
     "SharedMemoryError",
     "RedisStoreError",
 ]
@@ -125,6 +126,56 @@ class CircuitBreakerOpenError(CircuitBreakerError):
         return f"CircuitBreaker '{self.name}' is OPEN; next probe in {seconds:.3f} s"
 
 
+class CircuitBreakerFullError(CircuitBreakerOpenError):
+    """A call was rejected without running because ``max_concurrent_calls`` calls were already in
+    flight through the breaker (in this process, or on the whole host for a breaker in shared
+    memory).
+
+    A subclass of :class:`CircuitBreakerOpenError`, so every handler written for rejections
+    (``except CircuitBreakerOpenError:``, ``fallback=``) handles it unchanged; catch it first to
+    tell "full" from "open". It is not a failure: it never trips the breaker.
+
+    ``in_flight`` is the number of calls in flight that filled it, ``max_concurrent_calls`` the
+    limit; ``time_until_recovery_seconds`` is ``0.0`` (a place frees as soon as a call ends) and
+    ``last_failure`` is ``None``. ``args`` is ``(name, 0.0, state, source, in_flight,
+    max_concurrent_calls)``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        in_flight: int,
+        max_concurrent_calls: int,
+        state: CircuitBreakerState = CircuitBreakerState.CLOSED,
+    ) -> None:
+        # The breaker builds this error through BaseException.__new__ and skips this method.
+        BaseException.__init__(self, name, 0.0, state, None, in_flight, max_concurrent_calls)
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.name, self.in_flight, self.max_concurrent_calls, self.state))
+
+    @property
+    def last_failure(self) -> Optional[BaseException]:
+        """Always ``None``: a full breaker rejects for its calls in flight, not for a failure."""
+        return None
+
+    @property
+    def in_flight(self) -> int:
+        """The calls in flight when this one was rejected."""
+        return int(self.args[4])
+
+    @property
+    def max_concurrent_calls(self) -> int:
+        """The breaker's limit on calls in flight."""
+        return int(self.args[5])
+
+    def __str__(self) -> str:
+        return (
+            f"CircuitBreaker '{self.name}' is full: {self.in_flight} calls in flight "
+            f"(max_concurrent_calls={self.max_concurrent_calls})"
+        )
+
+
 StateName = Literal["CLOSED", "OPEN", "HALF_OPEN"]
 Mode = Literal["normal", "forced_open", "disabled"]
 Scope = Literal["process", "host", "fleet"]
@@ -166,6 +217,15 @@ class BreakerStatus(TypedDict):
     """Slow calls / calls in the window (None: no slow-call policy or no call yet)."""
     calls_in_window: Optional[int]
     """Calls in the window (None: no rate policy)."""
+    max_concurrent_calls: Optional[int]
+    """The limit on calls in flight (None: no limit)."""
+    in_flight: int
+    """Calls admitted and not finished yet (host-wide for a breaker in shared memory)."""
+    total_full_rejections: int
+    """Calls rejected because the breaker was full (never counted as failures)."""
+    concurrency_scope: Optional[CountsScope]
+    """What ``max_concurrent_calls`` covers: this process, or the host for a breaker in shared
+    memory (None: no limit)."""
 
 
 class BreakerMetrics(TypedDict):
@@ -189,3 +249,5 @@ class BreakerMetrics(TypedDict):
     failure_rate: Optional[float]
     slow_call_rate: Optional[float]
     calls_in_window: Optional[int]
+    in_flight: int
+    total_full_rejections: int

@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use cb_core::{Config, Counters, FleetEvent, RedisError, RedisFleet, RedisOptions};
+use cb_core::{Config, Counters, FleetEvent, RedisError, RedisFleet, RedisOptions, WeakRedisFleet};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyString, PyType};
@@ -20,8 +20,10 @@ use crate::store::PyStore;
 /// through it.
 pub(crate) const ENV_URL: &str = "CIRCUIT_BREAKER_REDIS_URL";
 
-/// The fleet handles this process has opened, by URL and options.
-static FLEETS: Mutex<Vec<(String, RedisFleet)>> = Mutex::new(Vec::new());
+/// The fleet handles this process has opened, by URL and options, held weakly: a store that no
+/// `RedisStore` and no breaker uses any more is closed (its thread ends, its connections close)
+/// instead of living as long as the process.
+static FLEETS: Mutex<Vec<(String, WeakRedisFleet)>> = Mutex::new(Vec::new());
 
 /// Where breakers are shared by every host of a fleet: a Redis server.
 ///
@@ -136,7 +138,7 @@ fn open(py: Python<'_>, options: RedisOptions) -> PyResult<RedisFleet> {
         let mut fleets = fleets();
         let existing = cached(&mut fleets, &key);
         if existing.is_none() {
-            fleets.push((key, opened.clone()));
+            fleets.push((key, opened.downgrade()));
         }
         existing
     };
@@ -158,13 +160,17 @@ fn open(py: Python<'_>, options: RedisOptions) -> PyResult<RedisFleet> {
 
 /// `FLEETS`, locked. Callers hold it for a scan and a push only: no Python code runs and the
 /// GIL is never released under it.
-fn fleets() -> std::sync::MutexGuard<'static, Vec<(String, RedisFleet)>> {
+fn fleets() -> std::sync::MutexGuard<'static, Vec<(String, WeakRedisFleet)>> {
     FLEETS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The handle this process opened for the store `key` names.
-fn cached(fleets: &mut [(String, RedisFleet)], key: &str) -> Option<RedisFleet> {
-    fleets.iter().find(|(k, _)| k == key).map(|(_, fleet)| fleet.clone())
+/// The handle this process opened for the store `key` names, if anything still uses it; the
+/// entries of closed stores are forgotten.
+fn cached(fleets: &mut Vec<(String, WeakRedisFleet)>, key: &str) -> Option<RedisFleet> {
+    // The last handle of a store may be dropped here: that closes sockets only (no Python code
+    // runs, the GIL is kept).
+    fleets.retain(|(_, fleet)| fleet.upgrade().is_some());
+    fleets.iter().find(|(k, _)| k == key).and_then(|(_, fleet)| fleet.upgrade())
 }
 
 /// Logs a fleet event on the `circuit_breaker` logger. It is logged from a thread of its own:
@@ -187,6 +193,11 @@ fn log_event(url: &str, event: &FleetEvent) {
             "warning",
             "circuit_breaker: the Redis key of CircuitBreaker '%s' held %r, which is not a breaker state; rewritten from this host's",
             vec![name.clone(), found.clone()],
+        ),
+        FleetEvent::Denied { reason } => (
+            "error",
+            "circuit_breaker: Redis at %s refuses the store (%s); breakers shared through it work on this host's own state until that is fixed",
+            vec![url.to_string(), reason.clone()],
         ),
         _ => return,
     };

@@ -13,6 +13,8 @@ pub(crate) struct Refs {
     pub(crate) open: Py<PyAny>,
     pub(crate) half_open: Py<PyAny>,
     pub(crate) open_error: Py<PyAny>,
+    /// `circuit_breaker.CircuitBreakerFullError`.
+    pub(crate) full_error: Py<PyAny>,
     pub(crate) exception_new: Py<PyAny>,
     pub(crate) logger: Py<PyAny>,
     /// `circuit_breaker._support.record_when_done(permit, coroutine, args, kwargs)`.
@@ -41,6 +43,7 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&'static Refs> {
             open: state.getattr("OPEN")?.unbind(),
             half_open: state.getattr("HALF_OPEN")?.unbind(),
             open_error: types.getattr("CircuitBreakerOpenError")?.unbind(),
+            full_error: types.getattr("CircuitBreakerFullError")?.unbind(),
             exception_new: py.get_type::<PyException>().getattr("__new__")?.unbind(),
             logger: py.import("logging")?.call_method1("getLogger", ("circuit_breaker",))?.unbind(),
             record_when_done: py.import("circuit_breaker._support")?.getattr("record_when_done")?.unbind(),

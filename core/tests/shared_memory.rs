@@ -1354,11 +1354,14 @@ fn a_forked_child_does_not_keep_its_dead_parents_places() {
     let fleet = Fleet::new("inflight-forked");
     let region = open(&fleet.region);
     let limit = region.attach(LIMITED, &Config::default()).unwrap().in_flight();
+    // Claim our row first, so that ours is not the dead process's row, zeroed by claiming it.
+    assert!(limit.try_enter(LIMIT));
+    limit.leave();
     let (parent, line) = holder(&fleet, "hold-and-fork", 4, "FORKED");
     let grandchild = Killed(line.trim().rsplit(' ').next().unwrap().parse().unwrap());
     assert_eq!(limit.in_flight(), 4);
     parent.now();
-    enter_within(&limit, 5, Duration::from_secs(5)).expect("the forked child kept its dead parent's row alive");
+    enter_within(&limit, 4, Duration::from_secs(5)).expect("the forked child kept its dead parent's row alive");
     assert_eq!(limit.in_flight(), 1);
     limit.leave();
     grandchild.now();
@@ -1382,14 +1385,20 @@ fn garbage_in_the_table_never_panics_and_dead_garbage_is_reclaimed() {
         seed ^= seed << 17;
         seed
     };
+    // A hint past the table, a stamp in the future, and two rows that a wrapping sum reads as 0.
     write_word(&path, used_at, u64::MAX);
     write_word(&path, stamp_at, u64::MAX);
-    for row in 1..64 {
-        let value = if row % 3 == 0 { u64::MAX } else { random() };
-        write_word(&path, own_at + row * 8, value);
-    }
+    write_word(&path, own_at + 8, u64::MAX);
+    write_word(&path, own_at + 16, 1);
     assert_eq!(limit.in_flight(), u32::MAX, "the sum saturates");
     assert!(limit.try_enter(LIMIT), "garbage of nobody's rows is reclaimed by the first full call");
+    assert_eq!(limit.in_flight(), 1);
+    limit.leave();
+    for row in 1..64 {
+        write_word(&path, own_at + row * 8, if row % 3 == 0 { u64::MAX } else { random() });
+    }
+    write_word(&path, stamp_at, 0);
+    assert!(limit.try_enter(LIMIT), "random garbage of nobody's rows is reclaimed too");
     assert_eq!(limit.in_flight(), 1);
     assert!((1..64).all(|row| read_word(&path, own_at + row * 8) == 0));
     // Garbage in the own row: admission and leaving neither panic nor wrap below 0.

@@ -41,6 +41,8 @@
 //!                 word     the breaker word, alone on its cache line
 //!                 counters striped totals, last failure / last change stamps
 //!                 window   the rate policies' buckets (host-wide rates; empty without a policy)
+//!                 in_flight  calls in flight: a hint, a stamp and 64 rows, one a process
+//!                          ([`SlotInFlight`], [`in_flight`])
 //! ```
 //!
 //! Nothing read from the file is trusted: [`SharedRegion::open`] checks every header field
@@ -93,18 +95,23 @@
 //! # Locks and crashes
 //!
 //! Opening and attaching take an exclusive `flock` on the file for a few microseconds (the
-//! kernel releases it if the holder dies); nothing else ever locks, and no lock is held while a
-//! call runs. A file is checked (type, owner, mode) before its lock is taken, so a file that
+//! kernel releases it if the holder dies); nothing else ever waits for a lock, and no lock is
+//! held while a call runs. A process that counts calls in flight ([`SharedSlot::in_flight`])
+//! also holds, for as long as it lives, a non-blocking record lock on the 8 bytes of its row
+//! in each slot it counts in: that lock is how other processes tell it is alive (see
+//! [`in_flight`]). A file is checked (type, owner, mode) before its lock is taken, so a file that
 //! will be refused is never waited on; and the wait is bounded by
 //! [`RegionOptions::lock_timeout`] (5 s), after which [`RegionError::LockTimeout`] names the
 //! file, since anyone who can open it can hold its lock. A slot is claimed in one step under that lock. A process killed at any point
 //! leaves every word valid (each write is one atomic compare-and-swap) and a probe slot it held
-//! is recovered after the probe timeout ([`Config::probe_timeout`]).
+//! is recovered after the probe timeout ([`Config::probe_timeout`]); the calls in flight it
+//! held come back on the first call that finds the breaker full, at most one reclaim interval
+//! (100 ms) after the last look ([`SlotInFlight::reclaim_interval`]).
 
 
 mod error;
 mod file;
-mod in_flight;
+pub mod in_flight;
 mod layout;
 mod options;
 mod sigbus;

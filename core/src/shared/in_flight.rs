@@ -41,8 +41,8 @@
 //!   arbiter of who owns a row: two processes claiming at once both try the same free row and
 //!   the kernel gives it to one, so no region-wide `flock` is needed (and a claim never waits).
 //!   A process claims its row lazily, on its first admission (the cold path, under a `Mutex`
-//!   of the mapping), takes the lowest free row, zeroes what a dead owner left in it and raises
-//!   the hint; it keeps that row for every breaker of the same name in the same
+//!   of the mapping), takes the lowest free row, zeroes what a dead owner left in it (so
+//!   claiming a dead process's row gives its places back too) and raises the hint; it keeps that row for every breaker of the same name in the same
 //!   [`SharedRegion`](super::SharedRegion) (another `SharedRegion::open` of the same file is
 //!   another owner, with rows of its own).
 //! - **Admission** ([`SlotInFlight::try_enter`]): add 1 to the own row (one atomic
@@ -71,6 +71,11 @@
 //!   first admission opens the file anew and claims a row of its own (noticed through
 //!   `crate::clock::forks`, as `crate::fleet` does). Places the parent took stay the
 //!   parent's; a child that leaves a place it took before the fork gives nothing back.
+//! - **A mutex inherited locked**: a child forked while another thread of its parent was
+//!   claiming a row inherits the mapping's mutex locked for good; its limited calls on that
+//!   mapping are then rejected after waiting the region's
+//!   [`lock_timeout`](super::RegionOptions::lock_timeout), never hung (open the region again in
+//!   the child to count there).
 //! - **Full table**: with every row owned by a live process, a process that has no row yet is
 //!   rejected as full, never admitted uncounted; likewise where the row lock cannot be taken at
 //!   all (a file system without OFD locks).
@@ -101,8 +106,8 @@ use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, Once, TryLockError};
+use std::time::{Duration, Instant};
 
 use super::sigbus::MAX_MAPPINGS;
 use super::Mapping;
@@ -267,7 +272,7 @@ impl SlotInFlight {
 
     #[cold]
     fn look_up_row(&self, generation: u64, claim: bool) -> Option<usize> {
-        let mut owner = self.region.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut owner = lock_rows(&self.region, self.region.lock_timeout)?;
         let row = owner.row(&self.region, self.index, self.table(), generation, claim)?;
         self.row.store(cached_row(generation, row), Ordering::Relaxed);
         Some(row)
@@ -289,7 +294,7 @@ impl SlotInFlight {
         }
         // Held while looking, so no other thread of ours (same open file description, so no
         // conflict between us) lets go of a row we are zeroing.
-        let owner = self.region.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(owner) = lock_rows(&self.region, Duration::ZERO) else { return false };
         let Some(fd) = owner.fd(forks()) else { return false };
         let mut freed = false;
         for (row, count) in table.rows[..table.used(own)].iter().enumerate() {
@@ -343,8 +348,10 @@ impl RowOwner {
     fn row(&mut self, region: &Mapping, index: usize, table: &InFlightRows, generation: u64, claim: bool) -> Option<usize> {
         if self.fd.as_ref().is_some_and(|fd| fd.forks != generation) {
             // A forked child: the rows are the parent's (its descriptor was closed at the fork).
+            // The list is forgotten, not freed: a thread of the parent may have been changing
+            // it at the fork.
             self.fd = None;
-            self.claimed.clear();
+            std::mem::forget(std::mem::take(&mut self.claimed));
         }
         if let Some(&(_, row)) = self.claimed.iter().find(|(slot, _)| *slot == index) {
             return Some(row);
@@ -362,6 +369,21 @@ impl RowOwner {
         table.used.fetch_max(row as u64 + 1, Ordering::SeqCst);
         self.claimed.push((index, row));
         Some(row)
+    }
+}
+
+/// The mapping's [`RowOwner`], waiting for it at most `timeout`: a forked child inherits the
+/// mutex locked for good if another thread of its parent held it at the fork, and a limited
+/// call there is then rejected (as full) after the wait, never hung.
+fn lock_rows(region: &Mapping, timeout: Duration) -> Option<MutexGuard<'_, RowOwner>> {
+    let start = Instant::now();
+    loop {
+        match region.rows.try_lock() {
+            Ok(owner) => return Some(owner),
+            Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) if start.elapsed() < timeout => std::thread::sleep(Duration::from_micros(50)),
+            Err(TryLockError::WouldBlock) => return None,
+        }
     }
 }
 

@@ -398,12 +398,7 @@ fn a_killed_prober_frees_its_slot_after_the_probe_timeout() {
     let breaker = region.breaker("held", config).unwrap();
     breaker.admit().unwrap().failure();
     let mut child = fleet.spawn("hold-probe", 1, 1, 1, config_env(1, 0, 1, probe_ms)).pop().unwrap();
-    let mut line = String::new();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    while !line.contains("PROBING") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the child exited before probing");
-    }
+    wait_line(&mut child, "PROBING");
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
     child.wait().unwrap();

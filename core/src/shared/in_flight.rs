@@ -263,7 +263,8 @@ impl SlotInFlight {
     #[inline(always)]
     fn own_row(&self, claim: bool) -> Option<usize> {
         let generation = forks();
-        let cached = self.row.load(Ordering::Relaxed);
+        // Acquire: the claim's zeroing of the row happens before any count through the cache.
+        let cached = self.row.load(Ordering::Acquire);
         if cached != 0 && cached >> ROW_BITS == generation & (u64::MAX >> ROW_BITS) {
             return Some((cached & ROW_MASK) as usize - 1);
         }
@@ -274,7 +275,7 @@ impl SlotInFlight {
     fn look_up_row(&self, generation: u64, claim: bool) -> Option<usize> {
         let mut owner = lock_rows(&self.region, self.region.lock_timeout)?;
         let row = owner.row(&self.region, self.index, self.table(), generation, claim)?;
-        self.row.store(cached_row(generation, row), Ordering::Relaxed);
+        self.row.store(cached_row(generation, row), Ordering::Release);
         Some(row)
     }
 

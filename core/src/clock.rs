@@ -131,7 +131,7 @@ static FORKS: StdAtomicU64 = StdAtomicU64::new(0);
 
 /// Forks of this process so far (starting to count, if it was not yet): a handle that owns
 /// threads or connections compares it with the count it started with to notice it is in a child.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "redis", all(unix, feature = "shared-memory"))), allow(dead_code))]
 pub(crate) fn forks() -> u64 {
     watch_forks();
     FORKS.load(StdOrdering::Acquire)

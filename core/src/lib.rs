@@ -70,7 +70,7 @@ pub use config::{Config, ConfigError, MAX_TIMEOUT};
 pub use future::{AnyPermit, Classify, ErrIsFailure, Guarded};
 pub use metrics::{Counters, Metrics, NoMetrics, Totals, STRIPES};
 #[cfg(all(unix, feature = "shared-memory"))]
-pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, SharedSlot, SlotWindow, SlotWord};
+pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, SharedSlot, SlotInFlight, SlotWindow, SlotWord};
 #[cfg(feature = "redis")]
 pub use fleet::{FleetEvent, RedisBreaker, RedisError, RedisFleet, RedisOptions, RedisSlot, RedisWord, WeakRedisFleet};
 pub use store::{LocalWord, Store};

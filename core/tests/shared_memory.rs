@@ -236,6 +236,42 @@ fn child_entry() {
             scratch.at(0).fetch_add(1, Ordering::SeqCst);
             println!("SURVIVED");
         }
+        // Calls in flight under a host-wide limit of 8: every thread takes and gives back
+        // places; the scratch file tracks how many run at once across processes.
+        "in-flight" => {
+            let scratch = Scratch::new(Path::new(&env("CB_SCRATCH")));
+            let limit = region.attach(LIMITED, &Config::default()).unwrap().in_flight();
+            wait_for(&go);
+            let admitted = AtomicU64::new(0);
+            run_threads(threads, |_| hammer_limit(&limit, &scratch, calls, &admitted));
+            println!("RESULT {}", admitted.load(Ordering::Relaxed));
+        }
+        // Take `calls` places and hold them until killed.
+        "hold-places" => {
+            let limit = region.attach(LIMITED, &Config::default()).unwrap().in_flight();
+            for _ in 0..calls {
+                assert!(limit.try_enter(LIMIT), "room for the child's places");
+            }
+            say("HOLDING");
+            std::thread::sleep(Duration::from_secs(600));
+        }
+        // Take `calls` places, then fork a child that never touches the limit and sleeps (it
+        // inherits our descriptors); hold them until killed.
+        "hold-and-fork" => {
+            let limit = region.attach(LIMITED, &Config::default()).unwrap().in_flight();
+            for _ in 0..calls {
+                assert!(limit.try_enter(LIMIT), "room for the child's places");
+            }
+            // SAFETY: the child only sleeps and leaves with _exit.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                std::thread::sleep(Duration::from_secs(600));
+                // SAFETY: ends the forked child without the harness.
+                unsafe { libc::_exit(0) };
+            }
+            say(&format!("FORKED {pid}"));
+            std::thread::sleep(Duration::from_secs(600));
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -362,12 +398,7 @@ fn a_killed_prober_frees_its_slot_after_the_probe_timeout() {
     let breaker = region.breaker("held", config).unwrap();
     breaker.admit().unwrap().failure();
     let mut child = fleet.spawn("hold-probe", 1, 1, 1, config_env(1, 0, 1, probe_ms)).pop().unwrap();
-    let mut line = String::new();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    while !line.contains("PROBING") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the child exited before probing");
-    }
+    wait_line(&mut child, "PROBING");
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
     child.wait().unwrap();
@@ -1090,4 +1121,311 @@ fn creating_leaves_no_temporary_and_stale_ones_of_dead_processes_are_removed() {
     let mut expected = vec![alive, fresh, other, not_ours, "region".to_string()];
     expected.sort();
     assert_eq!(listing(), expected, "only {stale} is removed");
+}
+
+// ----- calls in flight, host-wide -----
+
+/// The breaker the in-flight tests limit, and its limit.
+const LIMITED: &str = "limited";
+const LIMIT: u32 = 8;
+
+/// Prints a marker line for the parent and flushes it.
+fn say(line: &str) {
+    println!("{line}");
+    std::io::stdout().flush().unwrap();
+}
+
+/// Reads a child's output until a line containing `marker`, and returns that line.
+fn wait_line(child: &mut Child, marker: &str) -> String {
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains(marker) {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the child exited before saying {marker}");
+    }
+    child.stdout = Some(out.into_inner());
+    line
+}
+
+/// A process SIGKILLed (and reaped) when dropped, so a failing test leaves none behind.
+struct Killed(libc::pid_t);
+
+impl Killed {
+    fn now(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) and waitpid(2) on a process of ours (a child, or a child's child, which
+        // init reaps; waitpid then fails harmlessly).
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// `calls` times: take a place under [`LIMIT`], count it in the scratch file (now running in
+/// every process, and the peak), give it back.
+fn hammer_limit(limit: &cb_core::SlotInFlight, scratch: &Scratch, calls: u64, admitted: &AtomicU64) {
+    for i in 0..calls {
+        if !limit.try_enter(LIMIT) {
+            continue;
+        }
+        admitted.fetch_add(1, Ordering::Relaxed);
+        let running = scratch.at(0).fetch_add(1, Ordering::SeqCst) + 1;
+        scratch.at(1).fetch_max(running, Ordering::SeqCst);
+        if i % 64 == 0 {
+            std::thread::yield_now();
+        }
+        scratch.at(0).fetch_sub(1, Ordering::SeqCst);
+        limit.leave();
+    }
+}
+
+/// Spawns a child of `role` holding `places` of [`LIMITED`] in `fleet`'s region, once it says
+/// `marker`; the line it said.
+fn holder(fleet: &Fleet, role: &str, places: u64, marker: &str) -> (Killed, String) {
+    let mut child = fleet.spawn(role, 1, 1, places, config_env(1, 0, 1, 1)).pop().unwrap();
+    let line = wait_line(&mut child, marker);
+    let pid = child.id() as libc::pid_t;
+    std::mem::forget(child); // reaped by `Killed`
+    (Killed(pid), line)
+}
+
+/// Tries `try_enter` until it admits or `within` has passed: how long it took.
+fn enter_within(limit: &cb_core::SlotInFlight, max: u32, within: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if limit.try_enter(max) {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+/// The offsets of the table's `used` hint and of row 0 (this process's, as the first to claim
+/// one in a fresh region): the two words the first admission changes, in that order.
+fn table_offsets(path: &Path, limit: &cb_core::SlotInFlight) -> (u64, u64) {
+    let words = || fs::read(path).unwrap().chunks(8).map(|w| u64::from_ne_bytes(w.try_into().unwrap())).collect::<Vec<_>>();
+    let before = words();
+    assert!(limit.try_enter(LIMIT));
+    let changed: Vec<u64> = before.iter().zip(words()).enumerate().filter(|(_, (a, b))| *a != b).map(|(i, _)| i as u64 * 8).collect();
+    limit.leave();
+    assert_eq!(changed.len(), 2, "the first admission changes the hint and the own row");
+    (changed[0], changed[1])
+}
+
+fn read_word(path: &Path, at: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    fs::File::open(path).unwrap().read_exact_at(&mut bytes, at).unwrap();
+    u64::from_ne_bytes(bytes)
+}
+
+fn write_word(path: &Path, at: u64, value: u64) {
+    OpenOptions::new().write(true).open(path).unwrap().write_all_at(&value.to_ne_bytes(), at).unwrap();
+}
+
+/// (a) Threads of this process and of three others hammer one limit of 8: never more than 8
+/// calls run at once, and every place comes back.
+#[test]
+fn the_limit_on_calls_in_flight_holds_across_processes_and_threads() {
+    let fleet = Fleet::new("inflight");
+    let region = open(&fleet.region);
+    let limit = region.attach(LIMITED, &Config::default()).unwrap().in_flight();
+    let scratch = Scratch::new(&fleet.dir.path("scratch"));
+    let calls = 20_000;
+    let children = fleet.spawn("in-flight", 3, 3, calls, config_env(1, 0, 1, 1));
+    fleet.go();
+    let admitted = AtomicU64::new(0);
+    run_threads(3, |_| hammer_limit(&limit, &scratch, calls, &admitted));
+    let theirs: u64 = children.into_iter().flat_map(results).sum();
+    let peak = scratch.at(1).load(Ordering::SeqCst);
+    assert!(peak <= u64::from(LIMIT), "{peak} calls ran at once under a limit of {LIMIT}");
+    assert!(peak >= 2, "the calls never overlapped ({peak}): the test proves nothing");
+    assert!(admitted.load(Ordering::Relaxed) > 0 && theirs > 0, "everyone got places");
+    assert_eq!(limit.in_flight(), 0, "every place came back");
+    assert_eq!(scratch.at(0).load(Ordering::SeqCst), 0);
+}
+
+/// (b) A child SIGKILLed holding 5 places: the parent finds the breaker full, then the first
+/// full call after the reclaim interval gives the places back, and all 8 can be taken again.
+#[test]
+fn places_of_a_killed_process_come_back_on_the_next_full_call() {
+    let fleet = Fleet::new("inflight-kill");
+    let region = open(&fleet.region);
+    let limit = region.attach(LIMITED, &Config::default()).unwrap().in_flight();
+    let (child, _) = holder(&fleet, "hold-places", 5, "HOLDING");
+    assert_eq!(limit.in_flight(), 5);
+    for _ in 0..3 {
+        assert!(limit.try_enter(LIMIT));
+    }
+    assert!(!limit.try_enter(LIMIT), "full: 5 in the child and 3 here");
+    child.now();
+    assert_eq!(limit.in_flight(), 8, "nobody has looked yet: the dead child's places still count");
+    let waited = enter_within(&limit, LIMIT, Duration::from_secs(5)).expect("the dead child's places never came back");
+    assert!(waited < Duration::from_millis(100 + 400), "came back only after {waited:?} (the reclaim interval is 100 ms)");
+    assert_eq!(limit.in_flight(), 4, "only the dead child's places came back");
+    for _ in 0..4 {
+        assert!(limit.try_enter(LIMIT));
+    }
+    assert!(!limit.try_enter(LIMIT));
+    assert_eq!(limit.in_flight(), LIMIT);
+    (0..LIMIT).for_each(|_| limit.leave());
+    assert_eq!(limit.in_flight(), 0);
+}
+
+/// (b) A live process holding places for a long time never loses them, however often full
+/// calls look for dead rows.
+#[test]
+fn a_live_process_keeps_its_places_however_long_it_holds_them() {
+    let fleet = Fleet::new("inflight-live");
+    let region = open(&fleet.region);
+    let limit = region.attach(LIMITED, &Config::default()).unwrap().in_flight().reclaim_interval(Duration::from_millis(1));
+    let (_child, _) = holder(&fleet, "hold-places", 5, "HOLDING");
+    let until = Instant::now() + Duration::from_millis(700);
+    let mut full = 0;
+    while Instant::now() < until {
+        let taken = (0..4).take_while(|_| limit.try_enter(LIMIT)).count();
+        assert_eq!(taken, 3, "the live child's 5 places must keep counting");
+        full += 1;
+        (0..taken).for_each(|_| limit.leave());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(full > 50, "only {full} full calls looked for dead rows");
+    assert_eq!(limit.in_flight(), 5);
+}
+
+/// (c) A forked child counts in a row of its own: killing it gives back only its places, and
+/// while it lives they are not reclaimed.
+#[test]
+fn a_forked_child_counts_in_a_row_of_its_own() {
+    let dir = TempDir::new("inflight-fork");
+    let region = open(&dir.path("region"));
+    let limit = region.attach(LIMITED, &Config::default()).unwrap().in_flight().reclaim_interval(Duration::from_millis(1));
+    assert!(limit.try_enter(5) && limit.try_enter(5), "the parent's 2 places, in its row");
+    let mut pipe = [0; 2];
+    // SAFETY: pipe(2) into a two-descriptor array.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    // SAFETY: the child only calls the limit (allocation and system calls, fine after fork
+    // with glibc), writes to the pipe, sleeps, and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let took = (0..3).all(|_| limit.try_enter(5));
+        let byte = [u8::from(took)];
+        // SAFETY: writes one byte from a live buffer to the pipe's write end.
+        unsafe { libc::write(pipe[1], byte.as_ptr().cast(), 1) };
+        std::thread::sleep(Duration::from_secs(600));
+        // SAFETY: ends the child without the harness.
+        unsafe { libc::_exit(0) };
+    }
+    let child = Killed(pid);
+    let mut byte = [0u8];
+    // SAFETY: reads one byte into a live buffer from the pipe's read end.
+    assert_eq!(unsafe { libc::read(pipe[0], byte.as_mut_ptr().cast(), 1) }, 1);
+    // SAFETY: our pipe's descriptors, closed once.
+    unsafe {
+        libc::close(pipe[0]);
+        libc::close(pipe[1]);
+    }
+    assert_eq!(byte[0], 1, "the child took 3 places");
+    assert_eq!(limit.in_flight(), 5);
+    assert!(enter_within(&limit, 5, Duration::from_millis(100)).is_none(), "the live child's places were reclaimed");
+    child.now();
+    enter_within(&limit, 5, Duration::from_secs(5)).expect("the dead child's places never came back");
+    assert_eq!(limit.in_flight(), 3, "the parent's 2 places survive its child, and 1 more");
+    (0..3).for_each(|_| limit.leave());
+    assert_eq!(limit.in_flight(), 0);
+}
+
+/// (c) A process killed while a child it forked lives on (the child inherited its descriptors,
+/// but never used the limit): the dead process's places still come back.
+#[test]
+fn a_forked_child_does_not_keep_its_dead_parents_places() {
+    let fleet = Fleet::new("inflight-forked");
+    let region = open(&fleet.region);
+    let limit = region.attach(LIMITED, &Config::default()).unwrap().in_flight();
+    // Claim our row first, so that ours is not the dead process's row, zeroed by claiming it.
+    assert!(limit.try_enter(LIMIT));
+    limit.leave();
+    let (parent, line) = holder(&fleet, "hold-and-fork", 4, "FORKED");
+    let grandchild = Killed(line.trim().rsplit(' ').next().unwrap().parse().unwrap());
+    assert_eq!(limit.in_flight(), 4);
+    parent.now();
+    enter_within(&limit, 4, Duration::from_secs(5)).expect("the forked child kept its dead parent's row alive");
+    assert_eq!(limit.in_flight(), 1);
+    limit.leave();
+    grandchild.now();
+}
+
+/// (d) Garbage in every word of the table (the hint, the stamp, rows nobody owns, the own row)
+/// never panics, saturates, and is reclaimed where the owner is dead.
+#[test]
+fn garbage_in_the_table_never_panics_and_dead_garbage_is_reclaimed() {
+    let dir = TempDir::new("inflight-garbage");
+    let path = dir.path("region");
+    let region = open(&path);
+    let limit = region.attach(LIMITED, &Config::default()).unwrap().in_flight();
+    let (used_at, own_at) = table_offsets(&path, &limit);
+    let stamp_at = used_at + 8;
+    assert_eq!(stamp_at + 8, own_at, "the hint, the stamp, then the rows");
+    let mut seed = u64::from(nanos()) | 1;
+    let mut random = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    // A hint past the table, a stamp in the future, and two rows that a wrapping sum reads as 0.
+    write_word(&path, used_at, u64::MAX);
+    write_word(&path, stamp_at, u64::MAX);
+    write_word(&path, own_at + 8, u64::MAX);
+    write_word(&path, own_at + 16, 1);
+    assert_eq!(limit.in_flight(), u32::MAX, "the sum saturates");
+    assert!(limit.try_enter(LIMIT), "garbage of nobody's rows is reclaimed by the first full call");
+    assert_eq!(limit.in_flight(), 1);
+    limit.leave();
+    for row in 1..64 {
+        write_word(&path, own_at + row * 8, if row % 3 == 0 { u64::MAX } else { random() });
+    }
+    write_word(&path, stamp_at, 0);
+    assert!(limit.try_enter(LIMIT), "random garbage of nobody's rows is reclaimed too");
+    assert_eq!(limit.in_flight(), 1);
+    assert!((1..64).all(|row| read_word(&path, own_at + row * 8) == 0));
+    // Garbage in the own row: admission and leaving neither panic nor wrap below 0.
+    write_word(&path, own_at, u64::MAX);
+    let _ = limit.try_enter(LIMIT);
+    (0..3).for_each(|_| limit.leave());
+    let _ = limit.in_flight();
+    write_word(&path, own_at, 0);
+    assert!(limit.try_enter(LIMIT));
+    limit.leave();
+    assert_eq!(limit.in_flight(), 0);
+}
+
+/// (e) A place is never returned twice: leaving more than was taken (here, after the own row
+/// was zeroed under us) stays at 0 and never frees another process's places.
+#[test]
+fn a_place_is_never_returned_twice() {
+    let fleet = Fleet::new("inflight-twice");
+    let path = fleet.region.clone();
+    let region = open(&path);
+    let limit = region.attach(LIMITED, &Config::default()).unwrap().in_flight();
+    let (_, own_at) = table_offsets(&path, &limit);
+    let (_child, _) = holder(&fleet, "hold-places", 3, "HOLDING");
+    assert!(limit.try_enter(LIMIT) && limit.try_enter(LIMIT));
+    assert_eq!(limit.in_flight(), 5);
+    write_word(&path, own_at, 0);
+    limit.leave();
+    limit.leave();
+    assert_eq!(read_word(&path, own_at), 0, "the own row stays at 0");
+    assert_eq!(limit.in_flight(), 3, "the child's places still count");
+    let again = region.attach(LIMITED, &Config::default()).unwrap().in_flight();
+    again.leave();
+    assert_eq!(limit.in_flight(), 3, "a second handle on the slot shares the row: nothing below 0 either");
+    assert_eq!((0..6).take_while(|_| again.try_enter(LIMIT)).count(), 5);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
+use super::in_flight::{InFlightRows, IN_FLIGHT_ROWS};
 use crate::metrics::CounterBlock;
 use crate::window::Window;
 use crate::{Config, SlidingWindow, STRIPES};
@@ -14,7 +15,7 @@ use crate::{Config, SlidingWindow, STRIPES};
 /// The first bytes of every region file.
 pub(super) const MAGIC: [u8; 8] = *b"CBREGION";
 /// Bumped whenever the meaning of any byte changes; a region of another version is replaced.
-pub(super) const LAYOUT_VERSION: u32 = 4;
+pub(super) const LAYOUT_VERSION: u32 = 5;
 /// The header occupies the first page; slots start after it.
 pub(super) const HEADER_SIZE: usize = 4096;
 /// The longest breaker name a slot holds, in bytes.
@@ -79,6 +80,8 @@ pub(super) struct Slot {
     pub(super) counters: CounterBlock,
     /// The rate policies' window (all-zero: empty), shared like the word.
     pub(super) window: CachePadded<Window>,
+    /// The calls in flight, a row for each process holding places (see `super::in_flight`).
+    pub(super) in_flight: CachePadded<InFlightRows>,
 }
 
 pub(super) const SLOT_SIZE: usize = size_of::<Slot>();
@@ -94,6 +97,9 @@ pub(super) const LAYOUT_HASH: u64 = {
         size_of::<CounterBlock>(),
         offset_of!(Slot, window),
         size_of::<Window>(),
+        offset_of!(Slot, in_flight),
+        size_of::<InFlightRows>(),
+        IN_FLIGHT_ROWS,
         size_of::<SlotMeta>(),
         offset_of!(SlotMeta, name),
         STRIPES,

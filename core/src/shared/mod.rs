@@ -41,6 +41,8 @@
 //!                 word     the breaker word, alone on its cache line
 //!                 counters striped totals, last failure / last change stamps
 //!                 window   the rate policies' buckets (host-wide rates; empty without a policy)
+//!                 in_flight  calls in flight: a hint, a stamp and 64 rows, one a process
+//!                          ([`SlotInFlight`], [`in_flight`])
 //! ```
 //!
 //! Nothing read from the file is trusted: [`SharedRegion::open`] checks every header field
@@ -93,17 +95,23 @@
 //! # Locks and crashes
 //!
 //! Opening and attaching take an exclusive `flock` on the file for a few microseconds (the
-//! kernel releases it if the holder dies); nothing else ever locks, and no lock is held while a
-//! call runs. A file is checked (type, owner, mode) before its lock is taken, so a file that
+//! kernel releases it if the holder dies); nothing else ever waits for a lock, and no lock is
+//! held while a call runs. A process that counts calls in flight ([`SharedSlot::in_flight`])
+//! also holds, for as long as it lives, a non-blocking record lock on the 8 bytes of its row
+//! in each slot it counts in: that lock is how other processes tell it is alive (see
+//! [`in_flight`]). A file is checked (type, owner, mode) before its lock is taken, so a file that
 //! will be refused is never waited on; and the wait is bounded by
 //! [`RegionOptions::lock_timeout`] (5 s), after which [`RegionError::LockTimeout`] names the
 //! file, since anyone who can open it can hold its lock. A slot is claimed in one step under that lock. A process killed at any point
 //! leaves every word valid (each write is one atomic compare-and-swap) and a probe slot it held
-//! is recovered after the probe timeout ([`Config::probe_timeout`]).
+//! is recovered after the probe timeout ([`Config::probe_timeout`]); the calls in flight it
+//! held come back on the first call that finds the breaker full, at most one reclaim interval
+//! (100 ms) after the last look ([`SlotInFlight::reclaim_interval`]).
 
 
 mod error;
 mod file;
+pub mod in_flight;
 mod layout;
 mod options;
 mod sigbus;
@@ -121,6 +129,7 @@ use std::time::Duration;
 use memmap2::MmapRaw;
 
 pub use self::error::RegionError;
+pub use self::in_flight::{SlotInFlight, IN_FLIGHT_ROWS};
 pub use self::layout::{DEFAULT_CAPACITY, MAX_CAPACITY, MAX_NAME_LEN};
 pub use self::options::RegionOptions;
 
@@ -128,6 +137,7 @@ use self::file::{
     check_ownership, create_new, io_error, inspect, map, open_existing, remove_stale_temporaries, same_file, FileLock, Unusable,
 };
 use self::layout::{config_from_words, config_words, fingerprint, fnv1a, Slot, SlotMeta, HEADER_SIZE, SLOT_EMPTY, SLOT_READY, SLOT_SIZE};
+use self::in_flight::{InFlightRows, Rows};
 use self::sigbus::Protected;
 use crate::window::Window;
 use crate::word::{Limits, MAX_HALF_OPEN_CALLS, MAX_SUCCESS_THRESHOLD};
@@ -145,6 +155,8 @@ struct Mapping {
     recreated: Option<String>,
     anchor: WallAnchor,
     lock_timeout: Duration,
+    /// This process's rows of calls in flight (see [`in_flight`]); cold paths only.
+    rows: Rows,
 }
 
 /// A region of named breaker slots shared by every process that opens the same file. Cheap to
@@ -226,7 +238,7 @@ impl SharedRegion {
             io_error(&path, "protect", io::Error::other(why))
         })?;
         let lock_timeout = options.lock_timeout;
-        Ok(SharedRegion { inner: Arc::new(Mapping { protected, map, file, path, capacity, recreated, anchor, lock_timeout }) })
+        Ok(SharedRegion { inner: Arc::new(Mapping { protected, map, file, path, capacity, recreated, anchor, lock_timeout, rows: Rows::default() }) })
     }
 
     /// Opens the region at [`RegionOptions::default_path`].
@@ -322,6 +334,7 @@ impl SharedRegion {
                         (*std::ptr::addr_of!((*slot.as_ptr()).word)).store(0, Ordering::Relaxed);
                         (*std::ptr::addr_of!((*slot.as_ptr()).counters)).start(MonotonicClock.now());
                         (*std::ptr::addr_of!((*slot.as_ptr()).window)).clear();
+                        (*std::ptr::addr_of!((*slot.as_ptr()).in_flight)).clear();
                     }
                     meta.state.store(SLOT_READY, Ordering::Release);
                     return Ok(self.finish_attach(index, limits, None));
@@ -452,6 +465,37 @@ impl SharedSlot {
         // any bytes, at an offset aligned for it.
         let window = unsafe { NonNull::new_unchecked(std::ptr::addr_of_mut!((*slot.as_ptr()).window).cast::<Window>()) };
         SlotWindow { window, _region: Arc::clone(&self.region.inner) }
+    }
+
+    /// The breaker's calls in flight, counted for every process of the host together in the
+    /// slot: see [`SlotInFlight`] and the [module docs](in_flight) for how places of a killed
+    /// process come back.
+    ///
+    /// ```
+    /// use cb_core::{Config, RegionOptions, SharedRegion};
+    /// # let dir = std::env::temp_dir().join(format!("cb-doc-inflight-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let region = SharedRegion::open(&RegionOptions::new().path(dir.join("region")))?;
+    /// let in_flight = region.attach("quotes", &Config::default())?.in_flight();
+    /// let again = region.attach("quotes", &Config::default())?.in_flight(); // the same count
+    /// assert!(in_flight.try_enter(2));
+    /// assert!(again.try_enter(2));
+    /// assert!(!in_flight.try_enter(2)); // full: two calls in flight
+    /// assert_eq!(again.in_flight(), 2);
+    /// again.leave();
+    /// in_flight.leave();
+    /// assert_eq!(in_flight.in_flight(), 0);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), cb_core::RegionError>(())
+    /// ```
+    pub fn in_flight(&self) -> SlotInFlight {
+        let slot = self.region.slot(self.index);
+        // SAFETY: in bounds (see `SharedRegion::slot`); the table is plain atomics, valid for
+        // any bytes, at an offset aligned for it, inside slot `index` of this mapping.
+        unsafe {
+            let table = NonNull::new_unchecked(std::ptr::addr_of_mut!((*slot.as_ptr()).in_flight).cast::<InFlightRows>());
+            SlotInFlight::new(table, self.index, Arc::clone(&self.region.inner))
+        }
     }
 
     /// When the slot already existed with another configuration: the one it was last attached

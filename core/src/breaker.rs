@@ -4,69 +4,18 @@
 use core::cell::Cell;
 use core::fmt;
 use core::future::Future;
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use crate::loom::Ordering;
+use crate::announce::Announcer;
 use crate::word::{Admission, Command, Limits, Outcome, Quick, Snapshot, Step, Ticket};
 use crate::window::{WindowHandle, WindowTotals};
 use crate::future::{Classify, ErrIsFailure, Guarded};
-use crate::{Clock, Config, ConfigError, Counters, DefaultClock, LocalWord, Metrics, State, Store, Transition, WallAnchor};
-
-type Listener = Box<dyn Fn(&Transition) + Send + Sync>;
-
-/// The listener, and what keeps its calls in the order the transitions happened.
-///
-/// A transition's compare-and-swap and its place in `pending` are taken together, under
-/// `pending`'s lock, so the queue is in the order of the swaps. Then one thread at a time (the
-/// one that sets `telling`) tells the listener everything queued; a thread that finds another
-/// already telling leaves its transition to it. The lock is held only around a swap and a queue
-/// operation, never while the listener runs, and only for swaps that make a transition: the
-/// hot paths never take it.
-struct Announcer {
-    listener: Listener,
-    pending: crate::loom::Mutex<VecDeque<Transition>>,
-    telling: crate::loom::AtomicBool,
-}
-
-impl Announcer {
-    fn pending(&self) -> impl core::ops::DerefMut<Target = VecDeque<Transition>> + '_ {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Tells the listener every queued transition, in order, unless another thread is at it.
-    fn tell(&self) {
-        /// Lets go of `telling` even if the listener panics, so the next transition is told.
-        struct LetGo<'a>(&'a crate::loom::AtomicBool);
-        impl Drop for LetGo<'_> {
-            fn drop(&mut self) {
-                self.0.store(false, Ordering::Release);
-            }
-        }
-        loop {
-            // compare_exchange rather than swap: the same here, and loom models swap on a
-            // bool with invalid histories (tokio-rs/loom#254, #389).
-            if self.telling.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
-                return; // the thread telling now tells ours too
-            }
-            {
-                let _let_go = LetGo(&self.telling);
-                loop {
-                    let next = self.pending().pop_front();
-                    match next {
-                        Some(transition) => (self.listener)(&transition),
-                        None => break,
-                    }
-                }
-            }
-            // One queued after our last look, while we still held `telling`, is ours to tell.
-            if self.pending().is_empty() {
-                return;
-            }
-        }
-    }
-}
+use crate::{
+    CallError, Clock, Config, ConfigError, Counters, DefaultClock, LocalWord, Metrics, OwnedPermit, Permit, Rejected, State,
+    Store, Transition, WallAnchor,
+};
 
 /// A circuit breaker whose whole state is one 64-bit word.
 ///
@@ -99,7 +48,7 @@ pub struct CircuitBreaker<C: Clock = DefaultClock, M: Metrics = Counters, S: Sto
     clock: C,
     metrics: M,
     announcer: Option<Announcer>,
-    name: Option<&'static str>,
+    pub(crate) name: Option<&'static str>,
     anchor: WallAnchor,
     /// The sliding window of the rate policies (only when one is configured).
     window: Option<WindowHandle>,
@@ -107,166 +56,6 @@ pub struct CircuitBreaker<C: Clock = DefaultClock, M: Metrics = Counters, S: Sto
     times_calls: bool,
 }
 
-/// Why a call was not run.
-///
-/// ```
-/// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap().named("quotes");
-/// breaker.force_open();
-/// let rejected = breaker.admit().unwrap_err();
-/// assert_eq!(rejected.to_string(), "circuit breaker 'quotes' is FORCED_OPEN until reset");
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rejected {
-    state: State,
-    retry_after: Option<Duration>,
-    name: Option<&'static str>,
-}
-
-impl Rejected {
-    /// The state that rejected the call: OPEN, HALF_OPEN (every probe slot taken) or FORCED_OPEN.
-    pub fn state(&self) -> State {
-        self.state
-    }
-
-    /// How long until the breaker admits a probe: the rest of the recovery timeout in OPEN, zero
-    /// in HALF_OPEN (a slot frees when a probe ends), `None` in FORCED_OPEN (until reset).
-    pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
-    }
-
-    /// The name of the breaker that rejected the call (see [`CircuitBreaker::named`]).
-    pub fn breaker_name(&self) -> Option<&'static str> {
-        self.name
-    }
-}
-
-impl fmt::Display for Rejected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("circuit breaker ")?;
-        if let Some(name) = self.name {
-            write!(f, "'{name}' ")?;
-        }
-        match (self.state, self.retry_after) {
-            (_, None) => write!(f, "is {} until reset", self.state),
-            (State::HalfOpen, Some(d)) => {
-                write!(f, "is HALF_OPEN and every probe slot is taken; next probe in {:.3} s", d.as_secs_f64())
-            }
-            (state, Some(d)) => write!(f, "is {state}; next probe in {:.3} s", d.as_secs_f64()),
-        }
-    }
-}
-
-impl std::error::Error for Rejected {}
-
-/// What [`CircuitBreaker::call`] returns on error: the call was rejected, or it ran and failed.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CallError<E> {
-    /// The breaker did not run the call.
-    Rejected(Rejected),
-    /// The call ran and returned this error (counted as the classifier said).
-    Inner(E),
-}
-
-impl<E> CallError<E> {
-    /// Whether the breaker rejected the call (it never ran).
-    ///
-    /// ```
-    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
-    /// breaker.force_open();
-    /// assert!(breaker.call(|| Ok::<(), ()>(())).unwrap_err().is_rejected());
-    /// ```
-    pub fn is_rejected(&self) -> bool {
-        matches!(self, CallError::Rejected(_))
-    }
-
-    /// The rejection, if the call was rejected.
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, State};
-    /// let breaker = CircuitBreaker::new(Default::default()).unwrap().named("quotes");
-    /// breaker.force_open();
-    /// let err = breaker.call(|| Ok::<(), ()>(())).unwrap_err();
-    /// let rejected = err.rejected().unwrap();
-    /// assert_eq!((rejected.state(), rejected.breaker_name()), (State::ForcedOpen, Some("quotes")));
-    /// ```
-    pub fn rejected(&self) -> Option<&Rejected> {
-        match self {
-            CallError::Rejected(r) => Some(r),
-            CallError::Inner(_) => None,
-        }
-    }
-
-    /// The call's own error, if it ran and failed.
-    ///
-    /// ```
-    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
-    /// assert_eq!(breaker.call(|| Err::<(), _>("refused")).unwrap_err().inner(), Some(&"refused"));
-    /// ```
-    pub fn inner(&self) -> Option<&E> {
-        match self {
-            CallError::Inner(e) => Some(e),
-            CallError::Rejected(_) => None,
-        }
-    }
-
-    /// The call's own error, or `None` if the call was rejected.
-    ///
-    /// ```
-    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
-    /// assert_eq!(breaker.call(|| Err::<(), _>("refused")).unwrap_err().into_inner(), Some("refused"));
-    /// breaker.force_open();
-    /// assert_eq!(breaker.call(|| Err::<(), _>("refused")).unwrap_err().into_inner(), None);
-    /// ```
-    pub fn into_inner(self) -> Option<E> {
-        match self {
-            CallError::Inner(e) => Some(e),
-            CallError::Rejected(_) => None,
-        }
-    }
-
-    /// The call's own error as a boxed error, or the [`Rejected`] boxed (find it again with
-    /// `downcast_ref::<Rejected>()`). For stacks whose errors are all boxed (tower's
-    /// `BoxError`), where the inner error is already a box: `CallError<Box<dyn Error>>` is not
-    /// itself an `Error`, this is.
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, Rejected};
-    /// type BoxError = Box<dyn std::error::Error + Send + Sync>;
-    /// let breaker = CircuitBreaker::new(Default::default()).unwrap();
-    /// let failed = breaker.call(|| Err::<(), BoxError>("refused".into())).unwrap_err();
-    /// assert_eq!(failed.into_box_error().to_string(), "refused");
-    /// breaker.force_open();
-    /// let rejected = breaker.call(|| Ok::<(), BoxError>(())).unwrap_err().into_box_error();
-    /// assert!(rejected.downcast_ref::<Rejected>().is_some());
-    /// ```
-    pub fn into_box_error(self) -> Box<dyn std::error::Error + Send + Sync>
-    where
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        match self {
-            CallError::Rejected(r) => Box::new(r),
-            CallError::Inner(e) => e.into(),
-        }
-    }
-}
-
-impl<E: fmt::Display> fmt::Display for CallError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CallError::Rejected(r) => r.fmt(f),
-            CallError::Inner(e) => e.fmt(f),
-        }
-    }
-}
-
-impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            CallError::Rejected(r) => Some(r),
-            CallError::Inner(e) => Some(e),
-        }
-    }
-}
 
 /// Reads the clock at most once, however many times a CAS loop retries.
 struct LazyNow<'c, C> {
@@ -373,11 +162,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// assert_eq!(*seen.lock().unwrap(), [(State::Closed, State::Open, "1 consecutive failures".to_string())]);
     /// ```
     pub fn on_transition(mut self, listener: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
-        self.announcer = Some(Announcer {
-            listener: Box::new(listener),
-            pending: crate::loom::Mutex::new(VecDeque::new()),
-            telling: crate::loom::AtomicBool::new(false),
-        });
+        self.announcer = Some(Announcer::new(Box::new(listener)));
         self
     }
 
@@ -475,7 +260,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// ```
     #[inline]
     pub fn admit(&self) -> Result<Permit<'_, C, M, S>, Rejected> {
-        self.admit_ticket().map(|ticket| Permit { breaker: self, ticket: Some(ticket) })
+        self.admit_ticket().map(|ticket| Permit::new(self, ticket))
     }
 
     /// [`CircuitBreaker::admit`] for a breaker in an `Arc`: the [`OwnedPermit`] holds a clone of
@@ -493,7 +278,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// ```
     #[inline]
     pub fn admit_owned(self: &Arc<Self>) -> Result<OwnedPermit<C, M, S>, Rejected> {
-        self.admit_ticket().map(|ticket| OwnedPermit { breaker: Arc::clone(self), ticket, reported: false })
+        self.admit_ticket().map(|ticket| OwnedPermit::new(Arc::clone(self), ticket))
     }
 
     /// [`CircuitBreaker::admit`] without the guard: the caller must pass the ticket to
@@ -563,7 +348,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     #[inline(always)]
     fn rejected(&self, state: State, retry_after_ticks: Option<u64>) -> Rejected {
         self.metrics.on_rejected();
-        Rejected { state, retry_after: retry_after_ticks.map(Duration::from_millis), name: self.name }
+        Rejected::new(state, retry_after_ticks.map(Duration::from_millis), self.name)
     }
 
     /// Reports the outcome of a call admitted with `ticket`, and returns the transition this
@@ -990,289 +775,5 @@ impl<C: Clock, M: Metrics, S: Store> fmt::Debug for CircuitBreaker<C, M, S> {
             .field("snapshot", &self.snapshot())
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-/// The right to run one call, from [`CircuitBreaker::admit`]. Report how it ended with
-/// [`Permit::success`], [`Permit::failure`] or [`Permit::ignore`]; dropping it unreported (a
-/// panic, a cancelled future) counts as [`Outcome::Ignored`], so a HALF_OPEN slot is never kept.
-///
-/// ```
-/// use cb_core::{CircuitBreaker, Config, State};
-/// use std::time::Duration;
-/// let breaker = CircuitBreaker::new(Config::default().failure_threshold(1).recovery_timeout(Duration::ZERO)).unwrap();
-/// breaker.admit().unwrap().failure();
-/// let probe = breaker.admit().unwrap();     // the one probe slot
-/// assert!(breaker.admit().is_err());         // taken
-/// drop(probe);                               // released, not counted
-/// assert!(breaker.admit().is_ok());
-/// ```
-#[must_use = "a permit reports its outcome; dropping it at once counts as Ignored"]
-pub struct Permit<'a, C: Clock = DefaultClock, M: Metrics = Counters, S: Store = LocalWord> {
-    breaker: &'a CircuitBreaker<C, M, S>,
-    ticket: Option<Ticket>,
-}
-
-impl<C: Clock, M: Metrics, S: Store> Permit<'_, C, M, S> {
-    /// The call succeeded.
-    #[inline]
-    pub fn success(self) {
-        self.record(Outcome::Success);
-    }
-
-    /// The call failed.
-    #[inline]
-    pub fn failure(self) {
-        self.record(Outcome::Failure);
-    }
-
-    /// The call ended in a way that says nothing about the dependency.
-    #[inline]
-    pub fn ignore(self) {
-        self.record(Outcome::Ignored);
-    }
-
-    /// Reports `outcome`; returns the transition it made, if any (see
-    /// [`CircuitBreaker::record`]).
-    #[inline(always)]
-    pub fn record(mut self, outcome: Outcome) -> Option<Transition> {
-        self.ticket.take().and_then(|ticket| self.breaker.record(ticket, outcome))
-    }
-
-    /// Runs `future` under this permit: the returned [`Guarded`] future records `Ok` as
-    /// success and `Err` as failure when it completes, and [`Outcome::Ignored`] if dropped
-    /// before (its error type is [`CallError`], though it is never `Rejected`).
-    ///
-    /// ```
-    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
-    /// let permit = breaker.admit().unwrap(); // rejections handled here, before any future exists
-    /// assert_eq!(futures_executor::block_on(permit.run(async { Ok::<_, ()>(1) })), Ok(1));
-    /// assert_eq!(breaker.metrics().totals().successes, 1);
-    /// ```
-    #[inline]
-    pub fn run<Fut, T, E>(self, future: Fut) -> Guarded<Self, Fut>
-    where
-        Fut: Future<Output = Result<T, E>>,
-    {
-        Guarded::admitted(self, future, ErrIsFailure)
-    }
-
-    /// [`Permit::run`] with a [`Classify`] deciding what the result counts as.
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, Outcome};
-    /// let breaker = CircuitBreaker::new(Default::default()).unwrap();
-    /// let cancelled_is_nothing = |r: &Result<(), &str>| match r {
-    ///     Err("cancelled") => Outcome::Ignored,
-    ///     Err(_) => Outcome::Failure,
-    ///     Ok(()) => Outcome::Success,
-    /// };
-    /// let run = breaker.admit().unwrap().run_classified(cancelled_is_nothing, async { Err("cancelled") });
-    /// let _ = futures_executor::block_on(run);
-    /// assert_eq!(breaker.metrics().totals().ignored, 1);
-    /// ```
-    #[inline]
-    pub fn run_classified<Fut, T, E, K>(self, classify: K, future: Fut) -> Guarded<Self, Fut, K>
-    where
-        Fut: Future<Output = Result<T, E>>,
-        K: Classify<T, E>,
-    {
-        Guarded::admitted(self, future, classify)
-    }
-
-    /// Detaches the guard: the caller now owns the slot and must pass the ticket to
-    /// [`CircuitBreaker::record`] exactly once (or a HALF_OPEN slot stays taken until the probe
-    /// timeout). For bindings and for moving an outcome to another thread.
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, Outcome};
-    /// let breaker = CircuitBreaker::new(Default::default()).unwrap();
-    /// let ticket = breaker.admit().unwrap().into_ticket();
-    /// breaker.record(ticket, Outcome::Success);
-    /// assert_eq!(breaker.metrics().totals().successes, 1);
-    /// ```
-    pub fn into_ticket(mut self) -> Ticket {
-        self.ticket.take().expect("a live permit holds its ticket")
-    }
-
-    /// Whether this call is a HALF_OPEN probe.
-    pub fn is_probe(&self) -> bool {
-        self.ticket.is_some_and(|t| t.is_probe())
-    }
-
-    /// The generation the call was admitted in. The `half_open_max_calls` limit holds per
-    /// generation: once a probe fails, the others of its round are stale, and the next round
-    /// (after the recovery timeout) has its own slots.
-    pub fn generation(&self) -> u64 {
-        self.ticket.map_or(0, |t| t.generation())
-    }
-}
-
-impl<C: Clock, M: Metrics, S: Store> Drop for Permit<'_, C, M, S> {
-    #[inline]
-    fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.breaker.record(ticket, Outcome::Ignored);
-        }
-    }
-}
-
-impl<C: Clock, M: Metrics, S: Store> fmt::Debug for Permit<'_, C, M, S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Permit").field("ticket", &self.ticket).finish()
-    }
-}
-
-/// A [`Permit`] that owns a share of its breaker instead of borrowing it, from
-/// [`CircuitBreaker::admit_owned`]: `'static` and `Send`, for spawned tasks and response
-/// futures. Report how the call ended with [`OwnedPermit::success`], [`OwnedPermit::failure`]
-/// or [`OwnedPermit::ignore`]; dropping it unreported counts as [`Outcome::Ignored`], so a
-/// HALF_OPEN slot is never kept.
-///
-/// ```
-/// use cb_core::{CircuitBreaker, Config};
-/// use std::sync::Arc;
-/// use std::time::Duration;
-/// let breaker = Arc::new(CircuitBreaker::new(Config::default().failure_threshold(1).recovery_timeout(Duration::ZERO)).unwrap());
-/// breaker.admit_owned().unwrap().failure();
-/// let probe = breaker.admit_owned().unwrap();   // the one probe slot
-/// assert!(probe.is_probe());
-/// assert!(breaker.admit_owned().is_err());       // taken
-/// std::thread::spawn(move || drop(probe)).join().unwrap(); // released on another thread
-/// assert!(breaker.admit_owned().is_ok());
-/// ```
-#[must_use = "a permit reports its outcome; dropping it at once counts as Ignored"]
-pub struct OwnedPermit<C: Clock = DefaultClock, M: Metrics = Counters, S: Store = LocalWord> {
-    breaker: Arc<CircuitBreaker<C, M, S>>,
-    ticket: Ticket,
-    /// Set once the ticket is recorded or handed out, so it is recorded at most once.
-    reported: bool,
-}
-
-impl<C: Clock, M: Metrics, S: Store> OwnedPermit<C, M, S> {
-    /// The call succeeded.
-    #[inline]
-    pub fn success(self) {
-        self.record(Outcome::Success);
-    }
-
-    /// The call failed.
-    #[inline]
-    pub fn failure(self) {
-        self.record(Outcome::Failure);
-    }
-
-    /// The call ended in a way that says nothing about the dependency.
-    #[inline]
-    pub fn ignore(self) {
-        self.record(Outcome::Ignored);
-    }
-
-    /// Reports `outcome`; returns the transition it made, if any (see
-    /// [`CircuitBreaker::record`]).
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, Config, Outcome, State};
-    /// use std::sync::Arc;
-    /// let breaker = Arc::new(CircuitBreaker::new(Config::default().failure_threshold(1)).unwrap());
-    /// let permit = breaker.admit_owned().unwrap();
-    /// assert_eq!(permit.record(Outcome::Failure).unwrap().to, State::Open);
-    /// ```
-    #[inline(always)]
-    pub fn record(mut self, outcome: Outcome) -> Option<Transition> {
-        self.reported = true;
-        self.breaker.record(self.ticket, outcome)
-    }
-
-    /// Runs `future` under this permit, as [`Permit::run`] does; the returned future is
-    /// `'static` (if `future` is), so it can be spawned.
-    ///
-    /// ```
-    /// use cb_core::CircuitBreaker;
-    /// use std::sync::Arc;
-    /// let breaker = Arc::new(CircuitBreaker::new(Default::default()).unwrap());
-    /// let call = breaker.admit_owned().unwrap().run(async { Ok::<_, ()>("pong") });
-    /// let answer = std::thread::spawn(move || futures_executor::block_on(call)).join().unwrap();
-    /// assert_eq!(answer, Ok("pong"));
-    /// ```
-    #[inline]
-    pub fn run<Fut, T, E>(self, future: Fut) -> Guarded<Self, Fut>
-    where
-        Fut: Future<Output = Result<T, E>>,
-    {
-        Guarded::admitted(self, future, ErrIsFailure)
-    }
-
-    /// [`OwnedPermit::run`] with a [`Classify`] deciding what the result counts as.
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, Outcome};
-    /// use std::sync::Arc;
-    /// let breaker = Arc::new(CircuitBreaker::new(Default::default()).unwrap());
-    /// let never_counts = |_: &Result<(), ()>| Outcome::Ignored;
-    /// let _ = futures_executor::block_on(breaker.admit_owned().unwrap().run_classified(never_counts, async { Err(()) }));
-    /// assert_eq!(breaker.metrics().totals().failures, 0);
-    /// ```
-    #[inline]
-    pub fn run_classified<Fut, T, E, K>(self, classify: K, future: Fut) -> Guarded<Self, Fut, K>
-    where
-        Fut: Future<Output = Result<T, E>>,
-        K: Classify<T, E>,
-    {
-        Guarded::admitted(self, future, classify)
-    }
-
-    /// Detaches the guard, as [`Permit::into_ticket`] does: the caller must pass the ticket to
-    /// [`CircuitBreaker::record`] exactly once.
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, Outcome};
-    /// use std::sync::Arc;
-    /// let breaker = Arc::new(CircuitBreaker::new(Default::default()).unwrap());
-    /// let ticket = breaker.admit_owned().unwrap().into_ticket();
-    /// breaker.record(ticket, Outcome::Success);
-    /// assert_eq!(breaker.metrics().totals().successes, 1);
-    /// ```
-    pub fn into_ticket(mut self) -> Ticket {
-        self.reported = true;
-        self.ticket
-    }
-
-    /// Whether this call is a HALF_OPEN probe.
-    pub fn is_probe(&self) -> bool {
-        self.ticket.is_probe()
-    }
-
-    /// The generation the call was admitted in (see [`Permit::generation`]).
-    pub fn generation(&self) -> u64 {
-        self.ticket.generation()
-    }
-
-    /// The breaker that admitted the call.
-    ///
-    /// ```
-    /// use cb_core::CircuitBreaker;
-    /// use std::sync::Arc;
-    /// let breaker = Arc::new(CircuitBreaker::new(Default::default()).unwrap().named("quotes"));
-    /// assert_eq!(breaker.admit_owned().unwrap().breaker().name(), Some("quotes"));
-    /// ```
-    pub fn breaker(&self) -> &Arc<CircuitBreaker<C, M, S>> {
-        &self.breaker
-    }
-}
-
-impl<C: Clock, M: Metrics, S: Store> Drop for OwnedPermit<C, M, S> {
-    #[inline]
-    fn drop(&mut self) {
-        if !self.reported {
-            self.breaker.record(self.ticket, Outcome::Ignored);
-        }
-    }
-}
-
-impl<C: Clock, M: Metrics, S: Store> fmt::Debug for OwnedPermit<C, M, S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ticket = (!self.reported).then_some(self.ticket);
-        f.debug_struct("OwnedPermit").field("breaker", &self.breaker.name).field("ticket", &ticket).finish()
     }
 }

@@ -46,14 +46,17 @@
 
 #![warn(missing_docs)]
 
+mod announce;
 mod breaker;
 mod clock;
 mod config;
+mod error;
 #[cfg(feature = "redis")]
 pub mod fleet;
 mod future;
 mod loom;
 mod metrics;
+mod permit;
 #[cfg(all(unix, feature = "shared-memory"))]
 pub mod shared;
 mod store;
@@ -64,7 +67,9 @@ pub mod word;
 
 use core::fmt;
 
-pub use breaker::{CallError, CircuitBreaker, OwnedPermit, Permit, Rejected};
+pub use breaker::CircuitBreaker;
+pub use error::{CallError, Rejected};
+pub use permit::{OwnedPermit, Permit};
 pub use clock::{CachedClock, Clock, CoarseClock, DefaultClock, ManualClock, MonotonicClock, WallAnchor, WallClock};
 pub use config::{Config, ConfigError, MAX_TIMEOUT};
 pub use future::{AnyPermit, Classify, ErrIsFailure, Guarded};

@@ -4,6 +4,7 @@
 use core::cell::Cell;
 use core::fmt;
 use core::future::Future;
+use core::num::NonZeroU32;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -13,8 +14,8 @@ use crate::word::{Admission, Command, Limits, Outcome, Quick, Snapshot, Step, Ti
 use crate::window::{WindowHandle, WindowTotals};
 use crate::future::{Classify, ErrIsFailure, Guarded};
 use crate::{
-    CallError, Clock, Config, ConfigError, Counters, DefaultClock, LocalWord, Metrics, OwnedPermit, Permit, Rejected, State,
-    Store, Transition, WallAnchor,
+    CallError, Clock, Config, ConfigError, Counters, DefaultClock, InFlight, LocalInFlight, LocalWord, Metrics, OwnedPermit,
+    Permit, Rejected, State, Store, Transition, WallAnchor,
 };
 
 /// A circuit breaker whose whole state is one 64-bit word.
@@ -54,6 +55,16 @@ pub struct CircuitBreaker<C: Clock = DefaultClock, M: Metrics = Counters, S: Sto
     window: Option<WindowHandle>,
     /// Whether admissions are stamped with the time (a slow-call policy).
     times_calls: bool,
+    /// Whether a CLOSED admission does more than read the word: time it, or take a place
+    /// under `max_concurrent_calls`. One flag, so the plain hot path tests one byte, as before
+    /// there was a limit.
+    admits_slowly: bool,
+    /// Whether an outcome does more than the word's own work: count it in the rate window, or
+    /// give back its place. One flag, for the same reason.
+    records_slowly: bool,
+    /// The calls in flight, when `max_concurrent_calls` is set and the store does not count
+    /// them itself ([`Store::shared_in_flight`]).
+    in_flight: LocalInFlight,
 }
 
 
@@ -142,7 +153,22 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         let limits = config.limits()?;
         let window = limits.rates.map(|_| WindowHandle::Owned(Box::default()));
         let times_calls = limits.rates.is_some_and(|r| r.slow_ticks > 0);
-        Ok(CircuitBreaker { store, limits, config, clock, metrics, announcer: None, name: None, anchor, window, times_calls })
+        let limited = limits.max_concurrent_calls.is_some();
+        Ok(CircuitBreaker {
+            store,
+            limits,
+            config,
+            clock,
+            metrics,
+            announcer: None,
+            name: None,
+            anchor,
+            admits_slowly: times_calls || limited,
+            records_slowly: window.is_some() || limited,
+            window,
+            times_calls,
+            in_flight: LocalInFlight::new(),
+        })
     }
 
     /// Calls `listener` exactly once for every transition, after it took effect, in the order
@@ -249,8 +275,10 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         }
     }
 
-    /// Asks to run a call. On success the returned [`Permit`] holds the slot until it reports an
-    /// outcome or is dropped (a drop reports [`Outcome::Ignored`]).
+    /// Asks to run a call. On success the returned [`Permit`] holds the slot (and its place
+    /// under `max_concurrent_calls`) until it reports an outcome or is dropped (a drop reports
+    /// [`Outcome::Ignored`]). Rejected by the state, or, when the breaker would admit it but
+    /// `max_concurrent_calls` calls are in flight, as full ([`Rejected::is_full`]).
     ///
     /// ```
     /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
@@ -282,8 +310,9 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     }
 
     /// [`CircuitBreaker::admit`] without the guard: the caller must pass the ticket to
-    /// [`CircuitBreaker::record`] exactly once, or a HALF_OPEN slot stays taken until the probe
-    /// timeout. For bindings that keep the ticket in their own object.
+    /// [`CircuitBreaker::record`] (which takes it by value: once), or a HALF_OPEN slot stays
+    /// taken until the probe timeout and a place under `max_concurrent_calls` for good. For
+    /// bindings that keep the ticket in their own object.
     ///
     /// ```
     /// use cb_core::{CircuitBreaker, Outcome};
@@ -296,9 +325,10 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         // The two hot paths decide on one load and write nothing: CLOSED/DISABLED admit, OPEN
         // before its timeout rejects after one clock read. Everything else is out of line, with
         // the time already read.
-        match self.store.load().admit_quick(|| self.clock.now(), &self.limits) {
-            Quick::Admitted(ticket) if !self.times_calls => Ok(ticket),
-            Quick::Admitted(ticket) => Ok(self.timed(ticket)),
+        let current = self.store.load();
+        match current.admit_quick(|| self.clock.now(), &self.limits) {
+            Quick::Admitted(ticket) if !self.admits_slowly => Ok(ticket),
+            Quick::Admitted(ticket) => self.admitted_slowly(current, ticket),
             Quick::Rejected { retry_after_ticks } => Err(self.rejected(State::Open, Some(retry_after_ticks))),
             Quick::Undecided { now } => self.admit_slow(now),
         }
@@ -321,12 +351,27 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// ```
     #[inline(always)]
     pub fn admit_without_writing(&self) -> Option<Result<Ticket, Rejected>> {
-        match self.store.load().admit_quick(|| self.clock.now(), &self.limits) {
-            Quick::Admitted(ticket) if !self.times_calls => Some(Ok(ticket)),
-            Quick::Admitted(ticket) => Some(Ok(self.timed(ticket))),
+        let current = self.store.load();
+        match current.admit_quick(|| self.clock.now(), &self.limits) {
+            Quick::Admitted(ticket) if !self.admits_slowly => Some(Ok(ticket)),
+            Quick::Admitted(ticket) => Some(self.admitted_slowly(current, ticket)),
             Quick::Rejected { retry_after_ticks } => Some(Err(self.rejected(State::Open, Some(retry_after_ticks)))),
             Quick::Undecided { .. } => None,
         }
+    }
+
+    /// A CLOSED (or DISABLED) admission that the word made without writing, and that takes a
+    /// place under the limit or is timed (a slow-call policy), or both. `current` is the word
+    /// that admitted it, for the state a full rejection reports.
+    #[inline(never)]
+    fn admitted_slowly(&self, current: Snapshot, ticket: Ticket) -> Result<Ticket, Rejected> {
+        if let Some(max) = self.limits.max_concurrent_calls {
+            if !self.enter(max) {
+                // CLOSED admission wrote nothing to the word: nothing to undo.
+                return Err(self.full(current.stored_state(), max));
+            }
+        }
+        Ok(if self.times_calls { self.timed(ticket) } else { ticket })
     }
 
     /// Stamps a CLOSED admission with its start time (a slow-call policy times calls).
@@ -338,11 +383,82 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     #[inline(never)]
     fn admit_slow(&self, now: u64) -> Result<Ticket, Rejected> {
         let now = LazyNow::known(&self.clock, now);
-        match self.update(&now, |s| s.admit(|| now.get(), &self.limits)).0 {
-            Admission::Admitted(ticket) if !ticket.probe && self.times_calls => Ok(self.timed(ticket)),
-            Admission::Admitted(ticket) => Ok(ticket),
-            Admission::Rejected { state, retry_after_ticks } => Err(self.rejected(state, retry_after_ticks)),
+        let ticket = match self.update(&now, |s| s.admit(|| now.get(), &self.limits)).0 {
+            Admission::Admitted(ticket) => ticket,
+            Admission::Rejected { state, retry_after_ticks } => return Err(self.rejected(state, retry_after_ticks)),
+        };
+        if let Some(max) = self.limits.max_concurrent_calls {
+            if !self.enter(max) {
+                let state = if ticket.probe { State::HalfOpen } else { self.store.load().stored_state() };
+                if ticket.probe {
+                    // The word gave this call a probe slot; it will not run, so the slot goes
+                    // back (as a dropped probe's does, but counted as nothing at all).
+                    self.update(&now, |s| s.record(&ticket, Outcome::Ignored, || now.get(), &self.limits));
+                }
+                return Err(self.full(state, max));
+            }
         }
+        Ok(if !ticket.probe && self.times_calls { self.timed(ticket) } else { ticket })
+    }
+
+    /// Takes a place under the limit, in the store's count if it keeps one, else in ours.
+    #[inline(always)]
+    fn enter(&self, max: NonZeroU32) -> bool {
+        match self.store.shared_in_flight() {
+            Some(shared) => shared.try_enter(max.get()),
+            None => self.in_flight.try_enter(max.get()),
+        }
+    }
+
+    /// Gives back a place [`CircuitBreaker::enter`] took.
+    #[inline(always)]
+    fn leave(&self) {
+        match self.store.shared_in_flight() {
+            Some(shared) => shared.leave(),
+            None => self.in_flight.leave(),
+        }
+    }
+
+    /// Calls admitted and not yet finished (their outcome not recorded, their permit not
+    /// dropped), counted when `max_concurrent_calls` is set: 0 without a limit. With a store
+    /// that counts for every process of a host, the count is the host's.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, Outcome};
+    /// let breaker = CircuitBreaker::new(Config::default().max_concurrent_calls(8)).unwrap();
+    /// let ticket = breaker.admit_ticket().unwrap();
+    /// let permit = breaker.admit().unwrap();
+    /// assert_eq!(breaker.in_flight(), 2);
+    /// breaker.record(ticket, Outcome::Failure);
+    /// drop(permit);
+    /// assert_eq!(breaker.in_flight(), 0);
+    /// ```
+    pub fn in_flight(&self) -> u32 {
+        match self.store.shared_in_flight() {
+            Some(shared) => shared.in_flight(),
+            None => self.in_flight.in_flight(),
+        }
+    }
+
+    /// `max_concurrent_calls`, validated: `None` without a limit.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config};
+    /// assert_eq!(CircuitBreaker::new(Config::default()).unwrap().max_concurrent_calls(), None);
+    /// assert_eq!(CircuitBreaker::new(Config::default().max_concurrent_calls(8)).unwrap().max_concurrent_calls(), Some(8));
+    /// ```
+    pub fn max_concurrent_calls(&self) -> Option<u32> {
+        self.limits.max_concurrent_calls.map(NonZeroU32::get)
+    }
+
+    /// A full rejection: counted on its own, never as a failure.
+    #[cold]
+    #[inline(never)]
+    fn full(&self, state: State, max: NonZeroU32) -> Rejected {
+        self.metrics.on_full();
+        // The count was at the limit when the place was refused; it may have dropped since.
+        let in_flight = self.in_flight().max(max.get());
+        Rejected::full(state, in_flight, max, self.name)
     }
 
     #[inline(always)]
@@ -353,7 +469,8 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
 
     /// Reports the outcome of a call admitted with `ticket`, and returns the transition this
     /// outcome made, if any (`None` also when it is stale: admitted in an earlier generation,
-    /// it is counted in the metrics but does not change the state).
+    /// it is counted in the metrics but does not change the state). Whatever the outcome, stale
+    /// or not, the call's place under `max_concurrent_calls` is given back.
     ///
     /// ```
     /// use cb_core::{CircuitBreaker, Config, Outcome, State};
@@ -369,24 +486,48 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
             // A success in CLOSED with nothing pending writes nothing and reads no clock (with
             // a rate policy it is counted in the window, out of line).
             let current = self.store.load();
-            if self.window.is_none() {
+            if !self.records_slowly {
                 if current.ignores_quietly(outcome) {
                     return None;
                 }
                 return self.record_slow(current, ticket, outcome, LazyNow::new(&self.clock));
             }
-            return self.record_success_windowed(current, ticket);
+            return self.record_success_slowly(current, ticket);
         }
         self.record_failure_or_ignored(ticket, outcome)
+    }
+
+    /// A success with a rate policy or a limit: counted in the window, if any, then as without;
+    /// then its place is given back.
+    #[inline(never)]
+    fn record_success_slowly(&self, current: Snapshot, ticket: Ticket) -> Option<Transition> {
+        let transition = if self.window.is_some() {
+            self.record_success_windowed(current, ticket)
+        } else if current.ignores_quietly(Outcome::Success) {
+            None
+        } else {
+            self.record_slow(current, ticket, Outcome::Success, LazyNow::new(&self.clock))
+        };
+        self.release();
+        transition
+    }
+
+    /// Gives back the place of a call whose outcome is recorded (or that was dropped), if the
+    /// breaker counts calls in flight.
+    #[inline(always)]
+    fn release(&self) {
+        if self.limits.max_concurrent_calls.is_some() {
+            self.leave();
+        }
     }
 
     /// A success with a rate policy: counted in the window, then as without. The common case
     /// (a CLOSED call, not slow, its bucket current and with room, nothing pending on the word)
     /// is one compare-and-set on the bucket, plus a clock read for a time window or a slow-call
     /// policy. Out of line, so that breakers without a rate policy keep their registers.
-    #[inline(never)]
+    #[inline(always)]
     fn record_success_windowed(&self, current: Snapshot, ticket: Ticket) -> Option<Transition> {
-        let tripped = self.window_trip(ticket, Outcome::Success);
+        let tripped = self.window_trip(&ticket, Outcome::Success);
         if current.ignores_quietly(Outcome::Success) && tripped.is_none() {
             return None;
         }
@@ -400,7 +541,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// generation's tag, which the current window never reads (and a trip it decides is a
     /// compare-and-set from that ended generation: a no-op).
     #[inline(always)]
-    fn window_trip(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
+    fn window_trip(&self, ticket: &Ticket, outcome: Outcome) -> Option<Transition> {
         let (window, rates) = (self.window.as_ref()?.get(), self.limits.rates.as_ref()?);
         if ticket.probe || outcome == Outcome::Ignored {
             return None;
@@ -416,7 +557,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// generation the call was admitted in, so exactly one of the racing deciders makes it).
     #[cold]
     #[inline(never)]
-    fn trip(&self, ticket: Ticket, reason: crate::Reason) -> Option<Transition> {
+    fn trip(&self, ticket: &Ticket, reason: crate::Reason) -> Option<Transition> {
         let now = LazyNow::new(&self.clock);
         self.update(&now, |s| s.trip(ticket, reason, || now.get())).1
     }
@@ -443,16 +584,29 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
 
     #[inline(never)]
     fn record_failure_or_ignored(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
-        if self.window.is_some() {
-            return self.record_failure_windowed(ticket, outcome);
+        if self.records_slowly {
+            return self.record_failure_slowly(ticket, outcome);
         }
         self.record_failure_or_ignored_consecutive(ticket, outcome)
+    }
+
+    /// A failure (or ignored call) with a rate policy or a limit: counted in the window, if
+    /// any, then as without; then its place is given back.
+    #[inline(never)]
+    fn record_failure_slowly(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
+        let transition = if self.window.is_some() {
+            self.record_failure_windowed(ticket, outcome)
+        } else {
+            self.record_failure_or_ignored_consecutive(ticket, outcome)
+        };
+        self.release();
+        transition
     }
 
     /// A failure (or ignored call) with a rate policy: counted in the window, then as without.
     #[inline(never)]
     fn record_failure_windowed(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
-        let tripped = self.window_trip(ticket, outcome);
+        let tripped = self.window_trip(&ticket, outcome);
         // Counted in the metrics (and, if the window tripped it, stale for the word now).
         let transition = self.record_failure_or_ignored_consecutive(ticket, outcome);
         tripped.or(transition)
@@ -466,13 +620,13 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
             // A failure that only counts: one CAS, no loop machinery (and none at all when the
             // consecutive count is off).
             let current = self.store.load();
-            if let Some(next) = current.counts_failure(ticket, &self.limits) {
+            if let Some(next) = current.counts_failure(&ticket, &self.limits) {
                 match self.store.compare_exchange(current, next) {
                     Ok(()) => return None,
                     Err(actual) => return self.record_slow(actual, ticket, outcome, now),
                 }
             }
-            if current.ignores_failure(ticket, &self.limits) {
+            if current.ignores_failure(&ticket, &self.limits) {
                 return None;
             }
             return self.record_slow(current, ticket, outcome, now);
@@ -484,7 +638,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// The full transition through the CAS loop, with the time if it was read already.
     #[inline(never)]
     fn record_slow(&self, current: Snapshot, ticket: Ticket, outcome: Outcome, now: LazyNow<'_, C>) -> Option<Transition> {
-        self.update_from(current, &now, |s| s.record(ticket, outcome, || now.get(), &self.limits)).1
+        self.update_from(current, &now, |s| s.record(&ticket, outcome, || now.get(), &self.limits)).1
     }
 
     /// Runs `f` if admitted; `Ok` counts as success and `Err` as failure. A panic in `f`

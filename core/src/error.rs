@@ -2,40 +2,115 @@
 //! or run and failed).
 
 use core::fmt;
+use core::num::NonZeroU32;
 use std::time::Duration;
 
 use crate::State;
 
-/// Why a call was not run.
+/// Why a call was not run: the breaker's state (OPEN, HALF_OPEN with every probe slot taken,
+/// FORCED_OPEN), or, when [`Rejected::is_full`], `max_concurrent_calls` calls in flight.
 ///
 /// ```
 /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap().named("quotes");
 /// breaker.force_open();
 /// let rejected = breaker.admit().unwrap_err();
 /// assert_eq!(rejected.to_string(), "circuit breaker 'quotes' is FORCED_OPEN until reset");
+/// assert!(!rejected.is_full());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rejected {
     state: State,
-    retry_after: Option<Duration>,
+    why: Why,
     name: Option<&'static str>,
 }
 
+/// What rejected the call. One enum rather than a field per case: `Full` fits in the bytes
+/// `retry_after` leaves free (its niche in the nanoseconds), so a rejection stays as small as
+/// it was before the limit, and the open path writes no more than it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Why {
+    /// The state: OPEN, HALF_OPEN (every probe slot taken) or FORCED_OPEN (`None`).
+    State { retry_after: Option<Duration> },
+    /// `max_concurrent_calls` calls in flight.
+    Full { in_flight: u32, limit: NonZeroU32 },
+}
+
+const _: () = assert!(core::mem::size_of::<Why>() == core::mem::size_of::<Option<Duration>>());
+
 impl Rejected {
+    /// Rejected by the state.
     #[inline(always)]
     pub(crate) fn new(state: State, retry_after: Option<Duration>, name: Option<&'static str>) -> Self {
-        Rejected { state, retry_after, name }
+        Rejected { state, why: Why::State { retry_after }, name }
+    }
+
+    /// Rejected by the limit on calls in flight, in `state` (CLOSED, DISABLED or HALF_OPEN).
+    #[cold]
+    pub(crate) fn full(state: State, in_flight: u32, limit: NonZeroU32, name: Option<&'static str>) -> Self {
+        Rejected { state, why: Why::Full { in_flight, limit }, name }
     }
 
     /// The state that rejected the call: OPEN, HALF_OPEN (every probe slot taken) or FORCED_OPEN.
+    /// For a full rejection ([`Rejected::is_full`]), the state the breaker was in: CLOSED,
+    /// DISABLED or HALF_OPEN.
     pub fn state(&self) -> State {
         self.state
     }
 
     /// How long until the breaker admits a probe: the rest of the recovery timeout in OPEN, zero
-    /// in HALF_OPEN (a slot frees when a probe ends), `None` in FORCED_OPEN (until reset).
+    /// in HALF_OPEN (a slot frees when a probe ends), `None` in FORCED_OPEN (until reset). Zero
+    /// for a full rejection (a place frees when a call ends).
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        match self.why {
+            Why::State { retry_after } => retry_after,
+            Why::Full { .. } => Some(Duration::ZERO),
+        }
+    }
+
+    /// Whether the call was rejected because `max_concurrent_calls` calls were in flight (the
+    /// breaker itself would have admitted it). Such a rejection is not a failure: it never
+    /// trips the breaker.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config};
+    /// let breaker = CircuitBreaker::new(Config::default().max_concurrent_calls(1)).unwrap();
+    /// let _running = breaker.admit().unwrap();
+    /// let rejected = breaker.admit().unwrap_err();
+    /// assert!(rejected.is_full());
+    /// assert_eq!((rejected.in_flight(), rejected.limit()), (Some(1), Some(1)));
+    /// ```
+    pub fn is_full(&self) -> bool {
+        matches!(self.why, Why::Full { .. })
+    }
+
+    /// A full rejection: the calls in flight when it was rejected (read just after the refusal,
+    /// and never reported below the limit, which the count had reached). `None` otherwise.
+    ///
+    /// ```
+    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
+    /// breaker.force_open();
+    /// assert_eq!(breaker.admit().unwrap_err().in_flight(), None);
+    /// ```
+    pub fn in_flight(&self) -> Option<u32> {
+        match self.why {
+            Why::Full { in_flight, .. } => Some(in_flight),
+            Why::State { .. } => None,
+        }
+    }
+
+    /// A full rejection: `max_concurrent_calls`. `None` otherwise.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config};
+    /// let breaker = CircuitBreaker::new(Config::default().max_concurrent_calls(3)).unwrap();
+    /// let _running: Vec<_> = (0..3).map(|_| breaker.admit().unwrap()).collect();
+    /// assert_eq!(breaker.admit().unwrap_err().limit(), Some(3));
+    /// ```
+    pub fn limit(&self) -> Option<u32> {
+        match self.why {
+            Why::Full { limit, .. } => Some(limit.get()),
+            Why::State { .. } => None,
+        }
     }
 
     /// The name of the breaker that rejected the call (see [`CircuitBreaker::named`](crate::CircuitBreaker::named)).
@@ -50,7 +125,13 @@ impl fmt::Display for Rejected {
         if let Some(name) = self.name {
             write!(f, "'{name}' ")?;
         }
-        match (self.state, self.retry_after) {
+        let retry_after = match self.why {
+            Why::Full { in_flight, limit } => {
+                return write!(f, "is full: {in_flight} calls in flight (max_concurrent_calls {limit})")
+            }
+            Why::State { retry_after } => retry_after,
+        };
+        match (self.state, retry_after) {
             (_, None) => write!(f, "is {} until reset", self.state),
             (State::HalfOpen, Some(d)) => {
                 write!(f, "is HALF_OPEN and every probe slot is taken; next probe in {:.3} s", d.as_secs_f64())

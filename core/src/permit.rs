@@ -11,7 +11,8 @@ use crate::{CircuitBreaker, Clock, Counters, DefaultClock, LocalWord, Metrics, S
 
 /// The right to run one call, from [`CircuitBreaker::admit`]. Report how it ended with
 /// [`Permit::success`], [`Permit::failure`] or [`Permit::ignore`]; dropping it unreported (a
-/// panic, a cancelled future) counts as [`Outcome::Ignored`], so a HALF_OPEN slot is never kept.
+/// panic, a cancelled future) counts as [`Outcome::Ignored`], so neither a HALF_OPEN slot nor a
+/// place under `max_concurrent_calls` is ever kept.
 ///
 /// ```
 /// use cb_core::{CircuitBreaker, Config, State};
@@ -102,8 +103,9 @@ impl<'a, C: Clock, M: Metrics, S: Store> Permit<'a, C, M, S> {
     }
 
     /// Detaches the guard: the caller now owns the slot and must pass the ticket to
-    /// [`CircuitBreaker::record`] exactly once (or a HALF_OPEN slot stays taken until the probe
-    /// timeout). For bindings and for moving an outcome to another thread.
+    /// [`CircuitBreaker::record`] (or a HALF_OPEN slot stays taken until the probe timeout, and
+    /// a place under `max_concurrent_calls` for good). For bindings and for moving an outcome to
+    /// another thread.
     ///
     /// ```
     /// use cb_core::{CircuitBreaker, Outcome};
@@ -118,14 +120,14 @@ impl<'a, C: Clock, M: Metrics, S: Store> Permit<'a, C, M, S> {
 
     /// Whether this call is a HALF_OPEN probe.
     pub fn is_probe(&self) -> bool {
-        self.ticket.is_some_and(|t| t.is_probe())
+        self.ticket.as_ref().is_some_and(Ticket::is_probe)
     }
 
     /// The generation the call was admitted in. The `half_open_max_calls` limit holds per
     /// generation: once a probe fails, the others of its round are stale, and the next round
     /// (after the recovery timeout) has its own slots.
     pub fn generation(&self) -> u64 {
-        self.ticket.map_or(0, |t| t.generation())
+        self.ticket.as_ref().map_or(0, Ticket::generation)
     }
 }
 
@@ -165,15 +167,14 @@ impl<C: Clock, M: Metrics, S: Store> fmt::Debug for Permit<'_, C, M, S> {
 #[must_use = "a permit reports its outcome; dropping it at once counts as Ignored"]
 pub struct OwnedPermit<C: Clock = DefaultClock, M: Metrics = Counters, S: Store = LocalWord> {
     breaker: Arc<CircuitBreaker<C, M, S>>,
-    ticket: Ticket,
-    /// Set once the ticket is recorded or handed out, so it is recorded at most once.
-    reported: bool,
+    /// Taken when the ticket is recorded or handed out, so it is recorded exactly once.
+    ticket: Option<Ticket>,
 }
 
 impl<C: Clock, M: Metrics, S: Store> OwnedPermit<C, M, S> {
     #[inline(always)]
     pub(crate) fn new(breaker: Arc<CircuitBreaker<C, M, S>>, ticket: Ticket) -> Self {
-        OwnedPermit { breaker, ticket, reported: false }
+        OwnedPermit { breaker, ticket: Some(ticket) }
     }
 
     /// The call succeeded.
@@ -206,8 +207,7 @@ impl<C: Clock, M: Metrics, S: Store> OwnedPermit<C, M, S> {
     /// ```
     #[inline(always)]
     pub fn record(mut self, outcome: Outcome) -> Option<Transition> {
-        self.reported = true;
-        self.breaker.record(self.ticket, outcome)
+        self.ticket.take().and_then(|ticket| self.breaker.record(ticket, outcome))
     }
 
     /// Runs `future` under this permit, as [`Permit::run`] does; the returned future is
@@ -260,18 +260,17 @@ impl<C: Clock, M: Metrics, S: Store> OwnedPermit<C, M, S> {
     /// assert_eq!(breaker.metrics().totals().successes, 1);
     /// ```
     pub fn into_ticket(mut self) -> Ticket {
-        self.reported = true;
-        self.ticket
+        self.ticket.take().expect("a live permit holds its ticket")
     }
 
     /// Whether this call is a HALF_OPEN probe.
     pub fn is_probe(&self) -> bool {
-        self.ticket.is_probe()
+        self.ticket.as_ref().is_some_and(Ticket::is_probe)
     }
 
     /// The generation the call was admitted in (see [`Permit::generation`]).
     pub fn generation(&self) -> u64 {
-        self.ticket.generation()
+        self.ticket.as_ref().map_or(0, Ticket::generation)
     }
 
     /// The breaker that admitted the call.
@@ -290,15 +289,14 @@ impl<C: Clock, M: Metrics, S: Store> OwnedPermit<C, M, S> {
 impl<C: Clock, M: Metrics, S: Store> Drop for OwnedPermit<C, M, S> {
     #[inline]
     fn drop(&mut self) {
-        if !self.reported {
-            self.breaker.record(self.ticket, Outcome::Ignored);
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.record(ticket, Outcome::Ignored);
         }
     }
 }
 
 impl<C: Clock, M: Metrics, S: Store> fmt::Debug for OwnedPermit<C, M, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ticket = (!self.reported).then_some(self.ticket);
-        f.debug_struct("OwnedPermit").field("breaker", &self.breaker.name).field("ticket", &ticket).finish()
+        f.debug_struct("OwnedPermit").field("breaker", &self.breaker.name).field("ticket", &self.ticket).finish()
     }
 }

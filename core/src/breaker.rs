@@ -4,69 +4,19 @@
 use core::cell::Cell;
 use core::fmt;
 use core::future::Future;
-use std::collections::{HashSet, VecDeque};
+use core::num::NonZeroU32;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use crate::loom::Ordering;
+use crate::announce::Announcer;
 use crate::word::{Admission, Command, Limits, Outcome, Quick, Snapshot, Step, Ticket};
 use crate::window::{WindowHandle, WindowTotals};
 use crate::future::{Classify, ErrIsFailure, Guarded};
-use crate::{Clock, Config, ConfigError, Counters, DefaultClock, LocalWord, Metrics, State, Store, Transition, WallAnchor};
-
-type Listener = Box<dyn Fn(&Transition) + Send + Sync>;
-
-/// The listener, and what keeps its calls in the order the transitions happened.
-///
-/// A transition's compare-and-swap and its place in `pending` are taken together, under
-/// `pending`'s lock, so the queue is in the order of the swaps. Then one thread at a time (the
-/// one that sets `telling`) tells the listener everything queued; a thread that finds another
-/// already telling leaves its transition to it. The lock is held only around a swap and a queue
-/// operation, never while the listener runs, and only for swaps that make a transition: the
-/// hot paths never take it.
-struct Announcer {
-    listener: Listener,
-    pending: crate::loom::Mutex<VecDeque<Transition>>,
-    telling: crate::loom::AtomicBool,
-}
-
-impl Announcer {
-    fn pending(&self) -> impl core::ops::DerefMut<Target = VecDeque<Transition>> + '_ {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Tells the listener every queued transition, in order, unless another thread is at it.
-    fn tell(&self) {
-        /// Lets go of `telling` even if the listener panics, so the next transition is told.
-        struct LetGo<'a>(&'a crate::loom::AtomicBool);
-        impl Drop for LetGo<'_> {
-            fn drop(&mut self) {
-                self.0.store(false, Ordering::Release);
-            }
-        }
-        loop {
-            // compare_exchange rather than swap: the same here, and loom models swap on a
-            // bool with invalid histories (tokio-rs/loom#254, #389).
-            if self.telling.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
-                return; // the thread telling now tells ours too
-            }
-            {
-                let _let_go = LetGo(&self.telling);
-                loop {
-                    let next = self.pending().pop_front();
-                    match next {
-                        Some(transition) => (self.listener)(&transition),
-                        None => break,
-                    }
-                }
-            }
-            // One queued after our last look, while we still held `telling`, is ours to tell.
-            if self.pending().is_empty() {
-                return;
-            }
-        }
-    }
-}
+use crate::{
+    CallError, Clock, Config, ConfigError, Counters, DefaultClock, InFlight, LocalInFlight, LocalWord, Metrics, OwnedPermit,
+    Permit, Rejected, State, Store, Transition, WallAnchor,
+};
 
 /// A circuit breaker whose whole state is one 64-bit word.
 ///
@@ -99,174 +49,24 @@ pub struct CircuitBreaker<C: Clock = DefaultClock, M: Metrics = Counters, S: Sto
     clock: C,
     metrics: M,
     announcer: Option<Announcer>,
-    name: Option<&'static str>,
+    pub(crate) name: Option<&'static str>,
     anchor: WallAnchor,
     /// The sliding window of the rate policies (only when one is configured).
     window: Option<WindowHandle>,
     /// Whether admissions are stamped with the time (a slow-call policy).
     times_calls: bool,
+    /// Whether a CLOSED admission does more than read the word: time it, or take a place
+    /// under `max_concurrent_calls`. One flag, so the plain hot path tests one byte, as before
+    /// there was a limit.
+    admits_slowly: bool,
+    /// Whether an outcome does more than the word's own work: count it in the rate window, or
+    /// give back its place. One flag, for the same reason.
+    records_slowly: bool,
+    /// The calls in flight, when `max_concurrent_calls` is set and the store does not count
+    /// them itself ([`Store::shared_in_flight`]).
+    in_flight: LocalInFlight,
 }
 
-/// Why a call was not run.
-///
-/// ```
-/// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap().named("quotes");
-/// breaker.force_open();
-/// let rejected = breaker.admit().unwrap_err();
-/// assert_eq!(rejected.to_string(), "circuit breaker 'quotes' is FORCED_OPEN until reset");
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rejected {
-    state: State,
-    retry_after: Option<Duration>,
-    name: Option<&'static str>,
-}
-
-impl Rejected {
-    /// The state that rejected the call: OPEN, HALF_OPEN (every probe slot taken) or FORCED_OPEN.
-    pub fn state(&self) -> State {
-        self.state
-    }
-
-    /// How long until the breaker admits a probe: the rest of the recovery timeout in OPEN, zero
-    /// in HALF_OPEN (a slot frees when a probe ends), `None` in FORCED_OPEN (until reset).
-    pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
-    }
-
-    /// The name of the breaker that rejected the call (see [`CircuitBreaker::named`]).
-    pub fn breaker_name(&self) -> Option<&'static str> {
-        self.name
-    }
-}
-
-impl fmt::Display for Rejected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("circuit breaker ")?;
-        if let Some(name) = self.name {
-            write!(f, "'{name}' ")?;
-        }
-        match (self.state, self.retry_after) {
-            (_, None) => write!(f, "is {} until reset", self.state),
-            (State::HalfOpen, Some(d)) => {
-                write!(f, "is HALF_OPEN and every probe slot is taken; next probe in {:.3} s", d.as_secs_f64())
-            }
-            (state, Some(d)) => write!(f, "is {state}; next probe in {:.3} s", d.as_secs_f64()),
-        }
-    }
-}
-
-impl std::error::Error for Rejected {}
-
-/// What [`CircuitBreaker::call`] returns on error: the call was rejected, or it ran and failed.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CallError<E> {
-    /// The breaker did not run the call.
-    Rejected(Rejected),
-    /// The call ran and returned this error (counted as the classifier said).
-    Inner(E),
-}
-
-impl<E> CallError<E> {
-    /// Whether the breaker rejected the call (it never ran).
-    ///
-    /// ```
-    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
-    /// breaker.force_open();
-    /// assert!(breaker.call(|| Ok::<(), ()>(())).unwrap_err().is_rejected());
-    /// ```
-    pub fn is_rejected(&self) -> bool {
-        matches!(self, CallError::Rejected(_))
-    }
-
-    /// The rejection, if the call was rejected.
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, State};
-    /// let breaker = CircuitBreaker::new(Default::default()).unwrap().named("quotes");
-    /// breaker.force_open();
-    /// let err = breaker.call(|| Ok::<(), ()>(())).unwrap_err();
-    /// let rejected = err.rejected().unwrap();
-    /// assert_eq!((rejected.state(), rejected.breaker_name()), (State::ForcedOpen, Some("quotes")));
-    /// ```
-    pub fn rejected(&self) -> Option<&Rejected> {
-        match self {
-            CallError::Rejected(r) => Some(r),
-            CallError::Inner(_) => None,
-        }
-    }
-
-    /// The call's own error, if it ran and failed.
-    ///
-    /// ```
-    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
-    /// assert_eq!(breaker.call(|| Err::<(), _>("refused")).unwrap_err().inner(), Some(&"refused"));
-    /// ```
-    pub fn inner(&self) -> Option<&E> {
-        match self {
-            CallError::Inner(e) => Some(e),
-            CallError::Rejected(_) => None,
-        }
-    }
-
-    /// The call's own error, or `None` if the call was rejected.
-    ///
-    /// ```
-    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
-    /// assert_eq!(breaker.call(|| Err::<(), _>("refused")).unwrap_err().into_inner(), Some("refused"));
-    /// breaker.force_open();
-    /// assert_eq!(breaker.call(|| Err::<(), _>("refused")).unwrap_err().into_inner(), None);
-    /// ```
-    pub fn into_inner(self) -> Option<E> {
-        match self {
-            CallError::Inner(e) => Some(e),
-            CallError::Rejected(_) => None,
-        }
-    }
-
-    /// The call's own error as a boxed error, or the [`Rejected`] boxed (find it again with
-    /// `downcast_ref::<Rejected>()`). For stacks whose errors are all boxed (tower's
-    /// `BoxError`), where the inner error is already a box: `CallError<Box<dyn Error>>` is not
-    /// itself an `Error`, this is.
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, Rejected};
-    /// type BoxError = Box<dyn std::error::Error + Send + Sync>;
-    /// let breaker = CircuitBreaker::new(Default::default()).unwrap();
-    /// let failed = breaker.call(|| Err::<(), BoxError>("refused".into())).unwrap_err();
-    /// assert_eq!(failed.into_box_error().to_string(), "refused");
-    /// breaker.force_open();
-    /// let rejected = breaker.call(|| Ok::<(), BoxError>(())).unwrap_err().into_box_error();
-    /// assert!(rejected.downcast_ref::<Rejected>().is_some());
-    /// ```
-    pub fn into_box_error(self) -> Box<dyn std::error::Error + Send + Sync>
-    where
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        match self {
-            CallError::Rejected(r) => Box::new(r),
-            CallError::Inner(e) => e.into(),
-        }
-    }
-}
-
-impl<E: fmt::Display> fmt::Display for CallError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CallError::Rejected(r) => r.fmt(f),
-            CallError::Inner(e) => e.fmt(f),
-        }
-    }
-}
-
-impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            CallError::Rejected(r) => Some(r),
-            CallError::Inner(e) => Some(e),
-        }
-    }
-}
 
 /// Reads the clock at most once, however many times a CAS loop retries.
 struct LazyNow<'c, C> {
@@ -353,7 +153,22 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         let limits = config.limits()?;
         let window = limits.rates.map(|_| WindowHandle::Owned(Box::default()));
         let times_calls = limits.rates.is_some_and(|r| r.slow_ticks > 0);
-        Ok(CircuitBreaker { store, limits, config, clock, metrics, announcer: None, name: None, anchor, window, times_calls })
+        let limited = limits.max_concurrent_calls.is_some();
+        Ok(CircuitBreaker {
+            store,
+            limits,
+            config,
+            clock,
+            metrics,
+            announcer: None,
+            name: None,
+            anchor,
+            admits_slowly: times_calls || limited,
+            records_slowly: window.is_some() || limited,
+            window,
+            times_calls,
+            in_flight: LocalInFlight::new(),
+        })
     }
 
     /// Calls `listener` exactly once for every transition, after it took effect, in the order
@@ -373,11 +188,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// assert_eq!(*seen.lock().unwrap(), [(State::Closed, State::Open, "1 consecutive failures".to_string())]);
     /// ```
     pub fn on_transition(mut self, listener: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
-        self.announcer = Some(Announcer {
-            listener: Box::new(listener),
-            pending: crate::loom::Mutex::new(VecDeque::new()),
-            telling: crate::loom::AtomicBool::new(false),
-        });
+        self.announcer = Some(Announcer::new(Box::new(listener)));
         self
     }
 
@@ -464,8 +275,10 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         }
     }
 
-    /// Asks to run a call. On success the returned [`Permit`] holds the slot until it reports an
-    /// outcome or is dropped (a drop reports [`Outcome::Ignored`]).
+    /// Asks to run a call. On success the returned [`Permit`] holds the slot (and its place
+    /// under `max_concurrent_calls`) until it reports an outcome or is dropped (a drop reports
+    /// [`Outcome::Ignored`]). Rejected by the state, or, when the breaker would admit it but
+    /// `max_concurrent_calls` calls are in flight, as full ([`Rejected::is_full`]).
     ///
     /// ```
     /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
@@ -475,7 +288,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// ```
     #[inline]
     pub fn admit(&self) -> Result<Permit<'_, C, M, S>, Rejected> {
-        self.admit_ticket().map(|ticket| Permit { breaker: self, ticket: Some(ticket) })
+        self.admit_ticket().map(|ticket| Permit::new(self, ticket))
     }
 
     /// [`CircuitBreaker::admit`] for a breaker in an `Arc`: the [`OwnedPermit`] holds a clone of
@@ -493,12 +306,13 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// ```
     #[inline]
     pub fn admit_owned(self: &Arc<Self>) -> Result<OwnedPermit<C, M, S>, Rejected> {
-        self.admit_ticket().map(|ticket| OwnedPermit { breaker: Arc::clone(self), ticket, reported: false })
+        self.admit_ticket().map(|ticket| OwnedPermit::new(Arc::clone(self), ticket))
     }
 
     /// [`CircuitBreaker::admit`] without the guard: the caller must pass the ticket to
-    /// [`CircuitBreaker::record`] exactly once, or a HALF_OPEN slot stays taken until the probe
-    /// timeout. For bindings that keep the ticket in their own object.
+    /// [`CircuitBreaker::record`] (which takes it by value: once), or a HALF_OPEN slot stays
+    /// taken until the probe timeout and a place under `max_concurrent_calls` for good. For
+    /// bindings that keep the ticket in their own object.
     ///
     /// ```
     /// use cb_core::{CircuitBreaker, Outcome};
@@ -511,9 +325,10 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         // The two hot paths decide on one load and write nothing: CLOSED/DISABLED admit, OPEN
         // before its timeout rejects after one clock read. Everything else is out of line, with
         // the time already read.
-        match self.store.load().admit_quick(|| self.clock.now(), &self.limits) {
-            Quick::Admitted(ticket) if !self.times_calls => Ok(ticket),
-            Quick::Admitted(ticket) => Ok(self.timed(ticket)),
+        let current = self.store.load();
+        match current.admit_quick(|| self.clock.now(), &self.limits) {
+            Quick::Admitted(ticket) if !self.admits_slowly => Ok(ticket),
+            Quick::Admitted(ticket) => self.admitted_slowly(current, ticket),
             Quick::Rejected { retry_after_ticks } => Err(self.rejected(State::Open, Some(retry_after_ticks))),
             Quick::Undecided { now } => self.admit_slow(now),
         }
@@ -536,12 +351,27 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// ```
     #[inline(always)]
     pub fn admit_without_writing(&self) -> Option<Result<Ticket, Rejected>> {
-        match self.store.load().admit_quick(|| self.clock.now(), &self.limits) {
-            Quick::Admitted(ticket) if !self.times_calls => Some(Ok(ticket)),
-            Quick::Admitted(ticket) => Some(Ok(self.timed(ticket))),
+        let current = self.store.load();
+        match current.admit_quick(|| self.clock.now(), &self.limits) {
+            Quick::Admitted(ticket) if !self.admits_slowly => Some(Ok(ticket)),
+            Quick::Admitted(ticket) => Some(self.admitted_slowly(current, ticket)),
             Quick::Rejected { retry_after_ticks } => Some(Err(self.rejected(State::Open, Some(retry_after_ticks)))),
             Quick::Undecided { .. } => None,
         }
+    }
+
+    /// A CLOSED (or DISABLED) admission that the word made without writing, and that takes a
+    /// place under the limit or is timed (a slow-call policy), or both. `current` is the word
+    /// that admitted it, for the state a full rejection reports.
+    #[inline(never)]
+    fn admitted_slowly(&self, current: Snapshot, ticket: Ticket) -> Result<Ticket, Rejected> {
+        if let Some(max) = self.limits.max_concurrent_calls {
+            if !self.enter(max) {
+                // CLOSED admission wrote nothing to the word: nothing to undo.
+                return Err(self.full(current.stored_state(), max));
+            }
+        }
+        Ok(if self.times_calls { self.timed(ticket) } else { ticket })
     }
 
     /// Stamps a CLOSED admission with its start time (a slow-call policy times calls).
@@ -553,22 +383,94 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     #[inline(never)]
     fn admit_slow(&self, now: u64) -> Result<Ticket, Rejected> {
         let now = LazyNow::known(&self.clock, now);
-        match self.update(&now, |s| s.admit(|| now.get(), &self.limits)).0 {
-            Admission::Admitted(ticket) if !ticket.probe && self.times_calls => Ok(self.timed(ticket)),
-            Admission::Admitted(ticket) => Ok(ticket),
-            Admission::Rejected { state, retry_after_ticks } => Err(self.rejected(state, retry_after_ticks)),
+        let ticket = match self.update(&now, |s| s.admit(|| now.get(), &self.limits)).0 {
+            Admission::Admitted(ticket) => ticket,
+            Admission::Rejected { state, retry_after_ticks } => return Err(self.rejected(state, retry_after_ticks)),
+        };
+        if let Some(max) = self.limits.max_concurrent_calls {
+            if !self.enter(max) {
+                let state = if ticket.probe { State::HalfOpen } else { self.store.load().stored_state() };
+                if ticket.probe {
+                    // The word gave this call a probe slot; it will not run, so the slot goes
+                    // back (as a dropped probe's does, but counted as nothing at all).
+                    self.update(&now, |s| s.record(&ticket, Outcome::Ignored, || now.get(), &self.limits));
+                }
+                return Err(self.full(state, max));
+            }
         }
+        Ok(if !ticket.probe && self.times_calls { self.timed(ticket) } else { ticket })
+    }
+
+    /// Takes a place under the limit, in the store's count if it keeps one, else in ours.
+    #[inline(always)]
+    fn enter(&self, max: NonZeroU32) -> bool {
+        match self.store.shared_in_flight() {
+            Some(shared) => shared.try_enter(max.get()),
+            None => self.in_flight.try_enter(max.get()),
+        }
+    }
+
+    /// Gives back a place [`CircuitBreaker::enter`] took.
+    #[inline(always)]
+    fn leave(&self) {
+        match self.store.shared_in_flight() {
+            Some(shared) => shared.leave(),
+            None => self.in_flight.leave(),
+        }
+    }
+
+    /// Calls admitted and not yet finished (their outcome not recorded, their permit not
+    /// dropped), counted when `max_concurrent_calls` is set: 0 without a limit. With a store
+    /// that counts for every process of a host, the count is the host's.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, Outcome};
+    /// let breaker = CircuitBreaker::new(Config::default().max_concurrent_calls(8)).unwrap();
+    /// let ticket = breaker.admit_ticket().unwrap();
+    /// let permit = breaker.admit().unwrap();
+    /// assert_eq!(breaker.in_flight(), 2);
+    /// breaker.record(ticket, Outcome::Failure);
+    /// drop(permit);
+    /// assert_eq!(breaker.in_flight(), 0);
+    /// ```
+    pub fn in_flight(&self) -> u32 {
+        match self.store.shared_in_flight() {
+            Some(shared) => shared.in_flight(),
+            None => self.in_flight.in_flight(),
+        }
+    }
+
+    /// `max_concurrent_calls`, validated: `None` without a limit.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config};
+    /// assert_eq!(CircuitBreaker::new(Config::default()).unwrap().max_concurrent_calls(), None);
+    /// assert_eq!(CircuitBreaker::new(Config::default().max_concurrent_calls(8)).unwrap().max_concurrent_calls(), Some(8));
+    /// ```
+    pub fn max_concurrent_calls(&self) -> Option<u32> {
+        self.limits.max_concurrent_calls.map(NonZeroU32::get)
+    }
+
+    /// A full rejection: counted on its own, never as a failure.
+    #[cold]
+    #[inline(never)]
+    fn full(&self, state: State, max: NonZeroU32) -> Rejected {
+        self.metrics.on_full();
+        // The count was at the limit when the place was refused; it may have dropped since.
+        let in_flight = self.in_flight().max(max.get());
+        Rejected::full(state, in_flight, max, self.name)
     }
 
     #[inline(always)]
     fn rejected(&self, state: State, retry_after_ticks: Option<u64>) -> Rejected {
         self.metrics.on_rejected();
-        Rejected { state, retry_after: retry_after_ticks.map(Duration::from_millis), name: self.name }
+        Rejected::new(state, retry_after_ticks.map(Duration::from_millis), self.name)
     }
 
     /// Reports the outcome of a call admitted with `ticket`, and returns the transition this
     /// outcome made, if any (`None` also when it is stale: admitted in an earlier generation,
-    /// it is counted in the metrics but does not change the state).
+    /// it is counted in the metrics but does not change the state). Whatever the outcome, stale
+    /// or not, the call's place under `max_concurrent_calls` is given back.
     ///
     /// ```
     /// use cb_core::{CircuitBreaker, Config, Outcome, State};
@@ -584,24 +486,48 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
             // A success in CLOSED with nothing pending writes nothing and reads no clock (with
             // a rate policy it is counted in the window, out of line).
             let current = self.store.load();
-            if self.window.is_none() {
+            if !self.records_slowly {
                 if current.ignores_quietly(outcome) {
                     return None;
                 }
                 return self.record_slow(current, ticket, outcome, LazyNow::new(&self.clock));
             }
-            return self.record_success_windowed(current, ticket);
+            return self.record_success_slowly(current, ticket);
         }
         self.record_failure_or_ignored(ticket, outcome)
+    }
+
+    /// A success with a rate policy or a limit: counted in the window, if any, then as without;
+    /// then its place is given back.
+    #[inline(never)]
+    fn record_success_slowly(&self, current: Snapshot, ticket: Ticket) -> Option<Transition> {
+        let transition = if self.window.is_some() {
+            self.record_success_windowed(current, ticket)
+        } else if current.ignores_quietly(Outcome::Success) {
+            None
+        } else {
+            self.record_slow(current, ticket, Outcome::Success, LazyNow::new(&self.clock))
+        };
+        self.release();
+        transition
+    }
+
+    /// Gives back the place of a call whose outcome is recorded (or that was dropped), if the
+    /// breaker counts calls in flight.
+    #[inline(always)]
+    fn release(&self) {
+        if self.limits.max_concurrent_calls.is_some() {
+            self.leave();
+        }
     }
 
     /// A success with a rate policy: counted in the window, then as without. The common case
     /// (a CLOSED call, not slow, its bucket current and with room, nothing pending on the word)
     /// is one compare-and-set on the bucket, plus a clock read for a time window or a slow-call
     /// policy. Out of line, so that breakers without a rate policy keep their registers.
-    #[inline(never)]
+    #[inline(always)]
     fn record_success_windowed(&self, current: Snapshot, ticket: Ticket) -> Option<Transition> {
-        let tripped = self.window_trip(ticket, Outcome::Success);
+        let tripped = self.window_trip(&ticket, Outcome::Success);
         if current.ignores_quietly(Outcome::Success) && tripped.is_none() {
             return None;
         }
@@ -615,7 +541,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// generation's tag, which the current window never reads (and a trip it decides is a
     /// compare-and-set from that ended generation: a no-op).
     #[inline(always)]
-    fn window_trip(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
+    fn window_trip(&self, ticket: &Ticket, outcome: Outcome) -> Option<Transition> {
         let (window, rates) = (self.window.as_ref()?.get(), self.limits.rates.as_ref()?);
         if ticket.probe || outcome == Outcome::Ignored {
             return None;
@@ -631,7 +557,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// generation the call was admitted in, so exactly one of the racing deciders makes it).
     #[cold]
     #[inline(never)]
-    fn trip(&self, ticket: Ticket, reason: crate::Reason) -> Option<Transition> {
+    fn trip(&self, ticket: &Ticket, reason: crate::Reason) -> Option<Transition> {
         let now = LazyNow::new(&self.clock);
         self.update(&now, |s| s.trip(ticket, reason, || now.get())).1
     }
@@ -658,16 +584,29 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
 
     #[inline(never)]
     fn record_failure_or_ignored(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
-        if self.window.is_some() {
-            return self.record_failure_windowed(ticket, outcome);
+        if self.records_slowly {
+            return self.record_failure_slowly(ticket, outcome);
         }
         self.record_failure_or_ignored_consecutive(ticket, outcome)
+    }
+
+    /// A failure (or ignored call) with a rate policy or a limit: counted in the window, if
+    /// any, then as without; then its place is given back.
+    #[inline(never)]
+    fn record_failure_slowly(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
+        let transition = if self.window.is_some() {
+            self.record_failure_windowed(ticket, outcome)
+        } else {
+            self.record_failure_or_ignored_consecutive(ticket, outcome)
+        };
+        self.release();
+        transition
     }
 
     /// A failure (or ignored call) with a rate policy: counted in the window, then as without.
     #[inline(never)]
     fn record_failure_windowed(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
-        let tripped = self.window_trip(ticket, outcome);
+        let tripped = self.window_trip(&ticket, outcome);
         // Counted in the metrics (and, if the window tripped it, stale for the word now).
         let transition = self.record_failure_or_ignored_consecutive(ticket, outcome);
         tripped.or(transition)
@@ -681,13 +620,13 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
             // A failure that only counts: one CAS, no loop machinery (and none at all when the
             // consecutive count is off).
             let current = self.store.load();
-            if let Some(next) = current.counts_failure(ticket, &self.limits) {
+            if let Some(next) = current.counts_failure(&ticket, &self.limits) {
                 match self.store.compare_exchange(current, next) {
                     Ok(()) => return None,
                     Err(actual) => return self.record_slow(actual, ticket, outcome, now),
                 }
             }
-            if current.ignores_failure(ticket, &self.limits) {
+            if current.ignores_failure(&ticket, &self.limits) {
                 return None;
             }
             return self.record_slow(current, ticket, outcome, now);
@@ -699,7 +638,7 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// The full transition through the CAS loop, with the time if it was read already.
     #[inline(never)]
     fn record_slow(&self, current: Snapshot, ticket: Ticket, outcome: Outcome, now: LazyNow<'_, C>) -> Option<Transition> {
-        self.update_from(current, &now, |s| s.record(ticket, outcome, || now.get(), &self.limits)).1
+        self.update_from(current, &now, |s| s.record(&ticket, outcome, || now.get(), &self.limits)).1
     }
 
     /// Runs `f` if admitted; `Ok` counts as success and `Err` as failure. A panic in `f`
@@ -990,289 +929,5 @@ impl<C: Clock, M: Metrics, S: Store> fmt::Debug for CircuitBreaker<C, M, S> {
             .field("snapshot", &self.snapshot())
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-/// The right to run one call, from [`CircuitBreaker::admit`]. Report how it ended with
-/// [`Permit::success`], [`Permit::failure`] or [`Permit::ignore`]; dropping it unreported (a
-/// panic, a cancelled future) counts as [`Outcome::Ignored`], so a HALF_OPEN slot is never kept.
-///
-/// ```
-/// use cb_core::{CircuitBreaker, Config, State};
-/// use std::time::Duration;
-/// let breaker = CircuitBreaker::new(Config::default().failure_threshold(1).recovery_timeout(Duration::ZERO)).unwrap();
-/// breaker.admit().unwrap().failure();
-/// let probe = breaker.admit().unwrap();     // the one probe slot
-/// assert!(breaker.admit().is_err());         // taken
-/// drop(probe);                               // released, not counted
-/// assert!(breaker.admit().is_ok());
-/// ```
-#[must_use = "a permit reports its outcome; dropping it at once counts as Ignored"]
-pub struct Permit<'a, C: Clock = DefaultClock, M: Metrics = Counters, S: Store = LocalWord> {
-    breaker: &'a CircuitBreaker<C, M, S>,
-    ticket: Option<Ticket>,
-}
-
-impl<C: Clock, M: Metrics, S: Store> Permit<'_, C, M, S> {
-    /// The call succeeded.
-    #[inline]
-    pub fn success(self) {
-        self.record(Outcome::Success);
-    }
-
-    /// The call failed.
-    #[inline]
-    pub fn failure(self) {
-        self.record(Outcome::Failure);
-    }
-
-    /// The call ended in a way that says nothing about the dependency.
-    #[inline]
-    pub fn ignore(self) {
-        self.record(Outcome::Ignored);
-    }
-
-    /// Reports `outcome`; returns the transition it made, if any (see
-    /// [`CircuitBreaker::record`]).
-    #[inline(always)]
-    pub fn record(mut self, outcome: Outcome) -> Option<Transition> {
-        self.ticket.take().and_then(|ticket| self.breaker.record(ticket, outcome))
-    }
-
-    /// Runs `future` under this permit: the returned [`Guarded`] future records `Ok` as
-    /// success and `Err` as failure when it completes, and [`Outcome::Ignored`] if dropped
-    /// before (its error type is [`CallError`], though it is never `Rejected`).
-    ///
-    /// ```
-    /// let breaker = cb_core::CircuitBreaker::new(Default::default()).unwrap();
-    /// let permit = breaker.admit().unwrap(); // rejections handled here, before any future exists
-    /// assert_eq!(futures_executor::block_on(permit.run(async { Ok::<_, ()>(1) })), Ok(1));
-    /// assert_eq!(breaker.metrics().totals().successes, 1);
-    /// ```
-    #[inline]
-    pub fn run<Fut, T, E>(self, future: Fut) -> Guarded<Self, Fut>
-    where
-        Fut: Future<Output = Result<T, E>>,
-    {
-        Guarded::admitted(self, future, ErrIsFailure)
-    }
-
-    /// [`Permit::run`] with a [`Classify`] deciding what the result counts as.
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, Outcome};
-    /// let breaker = CircuitBreaker::new(Default::default()).unwrap();
-    /// let cancelled_is_nothing = |r: &Result<(), &str>| match r {
-    ///     Err("cancelled") => Outcome::Ignored,
-    ///     Err(_) => Outcome::Failure,
-    ///     Ok(()) => Outcome::Success,
-    /// };
-    /// let run = breaker.admit().unwrap().run_classified(cancelled_is_nothing, async { Err("cancelled") });
-    /// let _ = futures_executor::block_on(run);
-    /// assert_eq!(breaker.metrics().totals().ignored, 1);
-    /// ```
-    #[inline]
-    pub fn run_classified<Fut, T, E, K>(self, classify: K, future: Fut) -> Guarded<Self, Fut, K>
-    where
-        Fut: Future<Output = Result<T, E>>,
-        K: Classify<T, E>,
-    {
-        Guarded::admitted(self, future, classify)
-    }
-
-    /// Detaches the guard: the caller now owns the slot and must pass the ticket to
-    /// [`CircuitBreaker::record`] exactly once (or a HALF_OPEN slot stays taken until the probe
-    /// timeout). For bindings and for moving an outcome to another thread.
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, Outcome};
-    /// let breaker = CircuitBreaker::new(Default::default()).unwrap();
-    /// let ticket = breaker.admit().unwrap().into_ticket();
-    /// breaker.record(ticket, Outcome::Success);
-    /// assert_eq!(breaker.metrics().totals().successes, 1);
-    /// ```
-    pub fn into_ticket(mut self) -> Ticket {
-        self.ticket.take().expect("a live permit holds its ticket")
-    }
-
-    /// Whether this call is a HALF_OPEN probe.
-    pub fn is_probe(&self) -> bool {
-        self.ticket.is_some_and(|t| t.is_probe())
-    }
-
-    /// The generation the call was admitted in. The `half_open_max_calls` limit holds per
-    /// generation: once a probe fails, the others of its round are stale, and the next round
-    /// (after the recovery timeout) has its own slots.
-    pub fn generation(&self) -> u64 {
-        self.ticket.map_or(0, |t| t.generation())
-    }
-}
-
-impl<C: Clock, M: Metrics, S: Store> Drop for Permit<'_, C, M, S> {
-    #[inline]
-    fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.breaker.record(ticket, Outcome::Ignored);
-        }
-    }
-}
-
-impl<C: Clock, M: Metrics, S: Store> fmt::Debug for Permit<'_, C, M, S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Permit").field("ticket", &self.ticket).finish()
-    }
-}
-
-/// A [`Permit`] that owns a share of its breaker instead of borrowing it, from
-/// [`CircuitBreaker::admit_owned`]: `'static` and `Send`, for spawned tasks and response
-/// futures. Report how the call ended with [`OwnedPermit::success`], [`OwnedPermit::failure`]
-/// or [`OwnedPermit::ignore`]; dropping it unreported counts as [`Outcome::Ignored`], so a
-/// HALF_OPEN slot is never kept.
-///
-/// ```
-/// use cb_core::{CircuitBreaker, Config};
-/// use std::sync::Arc;
-/// use std::time::Duration;
-/// let breaker = Arc::new(CircuitBreaker::new(Config::default().failure_threshold(1).recovery_timeout(Duration::ZERO)).unwrap());
-/// breaker.admit_owned().unwrap().failure();
-/// let probe = breaker.admit_owned().unwrap();   // the one probe slot
-/// assert!(probe.is_probe());
-/// assert!(breaker.admit_owned().is_err());       // taken
-/// std::thread::spawn(move || drop(probe)).join().unwrap(); // released on another thread
-/// assert!(breaker.admit_owned().is_ok());
-/// ```
-#[must_use = "a permit reports its outcome; dropping it at once counts as Ignored"]
-pub struct OwnedPermit<C: Clock = DefaultClock, M: Metrics = Counters, S: Store = LocalWord> {
-    breaker: Arc<CircuitBreaker<C, M, S>>,
-    ticket: Ticket,
-    /// Set once the ticket is recorded or handed out, so it is recorded at most once.
-    reported: bool,
-}
-
-impl<C: Clock, M: Metrics, S: Store> OwnedPermit<C, M, S> {
-    /// The call succeeded.
-    #[inline]
-    pub fn success(self) {
-        self.record(Outcome::Success);
-    }
-
-    /// The call failed.
-    #[inline]
-    pub fn failure(self) {
-        self.record(Outcome::Failure);
-    }
-
-    /// The call ended in a way that says nothing about the dependency.
-    #[inline]
-    pub fn ignore(self) {
-        self.record(Outcome::Ignored);
-    }
-
-    /// Reports `outcome`; returns the transition it made, if any (see
-    /// [`CircuitBreaker::record`]).
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, Config, Outcome, State};
-    /// use std::sync::Arc;
-    /// let breaker = Arc::new(CircuitBreaker::new(Config::default().failure_threshold(1)).unwrap());
-    /// let permit = breaker.admit_owned().unwrap();
-    /// assert_eq!(permit.record(Outcome::Failure).unwrap().to, State::Open);
-    /// ```
-    #[inline(always)]
-    pub fn record(mut self, outcome: Outcome) -> Option<Transition> {
-        self.reported = true;
-        self.breaker.record(self.ticket, outcome)
-    }
-
-    /// Runs `future` under this permit, as [`Permit::run`] does; the returned future is
-    /// `'static` (if `future` is), so it can be spawned.
-    ///
-    /// ```
-    /// use cb_core::CircuitBreaker;
-    /// use std::sync::Arc;
-    /// let breaker = Arc::new(CircuitBreaker::new(Default::default()).unwrap());
-    /// let call = breaker.admit_owned().unwrap().run(async { Ok::<_, ()>("pong") });
-    /// let answer = std::thread::spawn(move || futures_executor::block_on(call)).join().unwrap();
-    /// assert_eq!(answer, Ok("pong"));
-    /// ```
-    #[inline]
-    pub fn run<Fut, T, E>(self, future: Fut) -> Guarded<Self, Fut>
-    where
-        Fut: Future<Output = Result<T, E>>,
-    {
-        Guarded::admitted(self, future, ErrIsFailure)
-    }
-
-    /// [`OwnedPermit::run`] with a [`Classify`] deciding what the result counts as.
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, Outcome};
-    /// use std::sync::Arc;
-    /// let breaker = Arc::new(CircuitBreaker::new(Default::default()).unwrap());
-    /// let never_counts = |_: &Result<(), ()>| Outcome::Ignored;
-    /// let _ = futures_executor::block_on(breaker.admit_owned().unwrap().run_classified(never_counts, async { Err(()) }));
-    /// assert_eq!(breaker.metrics().totals().failures, 0);
-    /// ```
-    #[inline]
-    pub fn run_classified<Fut, T, E, K>(self, classify: K, future: Fut) -> Guarded<Self, Fut, K>
-    where
-        Fut: Future<Output = Result<T, E>>,
-        K: Classify<T, E>,
-    {
-        Guarded::admitted(self, future, classify)
-    }
-
-    /// Detaches the guard, as [`Permit::into_ticket`] does: the caller must pass the ticket to
-    /// [`CircuitBreaker::record`] exactly once.
-    ///
-    /// ```
-    /// use cb_core::{CircuitBreaker, Outcome};
-    /// use std::sync::Arc;
-    /// let breaker = Arc::new(CircuitBreaker::new(Default::default()).unwrap());
-    /// let ticket = breaker.admit_owned().unwrap().into_ticket();
-    /// breaker.record(ticket, Outcome::Success);
-    /// assert_eq!(breaker.metrics().totals().successes, 1);
-    /// ```
-    pub fn into_ticket(mut self) -> Ticket {
-        self.reported = true;
-        self.ticket
-    }
-
-    /// Whether this call is a HALF_OPEN probe.
-    pub fn is_probe(&self) -> bool {
-        self.ticket.is_probe()
-    }
-
-    /// The generation the call was admitted in (see [`Permit::generation`]).
-    pub fn generation(&self) -> u64 {
-        self.ticket.generation()
-    }
-
-    /// The breaker that admitted the call.
-    ///
-    /// ```
-    /// use cb_core::CircuitBreaker;
-    /// use std::sync::Arc;
-    /// let breaker = Arc::new(CircuitBreaker::new(Default::default()).unwrap().named("quotes"));
-    /// assert_eq!(breaker.admit_owned().unwrap().breaker().name(), Some("quotes"));
-    /// ```
-    pub fn breaker(&self) -> &Arc<CircuitBreaker<C, M, S>> {
-        &self.breaker
-    }
-}
-
-impl<C: Clock, M: Metrics, S: Store> Drop for OwnedPermit<C, M, S> {
-    #[inline]
-    fn drop(&mut self) {
-        if !self.reported {
-            self.breaker.record(self.ticket, Outcome::Ignored);
-        }
-    }
-}
-
-impl<C: Clock, M: Metrics, S: Store> fmt::Debug for OwnedPermit<C, M, S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ticket = (!self.reported).then_some(self.ticket);
-        f.debug_struct("OwnedPermit").field("breaker", &self.breaker.name).field("ticket", &ticket).finish()
     }
 }

@@ -29,6 +29,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_millis(MAX_TICKS);
 /// | `slow_call_rate_threshold` | 1.0 with `slow_call_duration` | (0, 1] | also trip when this fraction of the calls in the window were slow |
 /// | `minimum_calls` | 100 | 1 ..= the window's calls | no rate trips the breaker before the window holds this many calls |
 /// | `sliding_window` | the last 100 calls | see [`SlidingWindow`] | the calls the rates are computed over |
+/// | `max_concurrent_calls` | none (no limit) | 1 ..= 2^32 - 1 | calls admitted and not yet finished at once; one more is rejected as full (see [`crate::limit`]) |
 ///
 /// The rate policies are off unless `failure_rate_threshold` or `slow_call_duration` is set;
 /// then whichever condition is met first trips the breaker (see [`crate::window`]).
@@ -74,6 +75,8 @@ pub struct Config {
     pub minimum_calls: u64,
     /// The calls the rates are computed over.
     pub sliding_window: SlidingWindow,
+    /// At most this many calls in flight at once (`None`: no limit). See [`crate::limit`].
+    pub max_concurrent_calls: Option<u64>,
 }
 
 impl PartialEq for Config {
@@ -90,6 +93,7 @@ impl PartialEq for Config {
             && bits(self.slow_call_rate_threshold) == bits(other.slow_call_rate_threshold)
             && self.minimum_calls == other.minimum_calls
             && self.sliding_window == other.sliding_window
+            && self.max_concurrent_calls == other.max_concurrent_calls
     }
 }
 
@@ -109,6 +113,7 @@ impl Default for Config {
             slow_call_rate_threshold: None,
             minimum_calls: 100,
             sliding_window: SlidingWindow::Calls(100),
+            max_concurrent_calls: None,
         }
     }
 }
@@ -220,6 +225,27 @@ impl Config {
         self
     }
 
+    /// Sets `max_concurrent_calls`: at most `n` calls admitted and not yet finished at once;
+    /// the next is rejected as full (never counted as a failure). `n` must be in
+    /// `1..=4294967295`; anything else is a [`ConfigError`] when the breaker is built.
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config};
+    /// let breaker = CircuitBreaker::new(Config::default().max_concurrent_calls(1)).unwrap();
+    /// assert_eq!(breaker.config().max_concurrent_calls, Some(1));
+    /// let running = breaker.admit().unwrap();
+    /// assert!(breaker.admit().unwrap_err().is_full());
+    /// running.success();
+    /// assert!(breaker.admit().is_ok());
+    ///
+    /// let err = CircuitBreaker::new(Config::default().max_concurrent_calls(0)).unwrap_err();
+    /// assert_eq!(err.to_string(), "max_concurrent_calls must be in 1..=4294967295, got 0");
+    /// ```
+    pub fn max_concurrent_calls(mut self, n: u64) -> Self {
+        self.max_concurrent_calls = Some(n);
+        self
+    }
+
     /// The settings in one line, named as the Python package names its arguments: for messages
     /// such as a configuration that differs from another process's or host's.
     ///
@@ -243,6 +269,9 @@ impl Config {
         if let Some(slow) = self.slow_call_duration {
             let rate = self.slow_call_rate_threshold.unwrap_or(1.0);
             line += &format!(", slow_call_seconds={}, slow_call_rate_threshold={rate}", slow.as_secs_f64());
+        }
+        if let Some(n) = self.max_concurrent_calls {
+            line += &format!(", max_concurrent_calls={n}");
         }
         if self.has_rate_policy() {
             line += &format!(", minimum_calls={}", self.minimum_calls);
@@ -268,6 +297,13 @@ impl Config {
         let probe_ticks = timeout_ticks("probe_timeout", self.probe_timeout, 1)?;
         let unit = 1u64 << COARSE_SHIFT;
         let rates = self.rate_limits()?;
+        let max_concurrent_calls = match self.max_concurrent_calls {
+            Some(n) => {
+                check("max_concurrent_calls", n, 1, u64::from(u32::MAX))?;
+                core::num::NonZeroU32::new(n as u32)
+            }
+            None => None,
+        };
         if !self.consecutive_failures && rates.is_none() {
             return Err(ConfigError {
                 field: "consecutive_failures",
@@ -289,6 +325,7 @@ impl Config {
             // full timeout has passed.
             probe_expiry_units: probe_ticks.div_ceil(unit) + 1,
             rates,
+            max_concurrent_calls,
         })
     }
 

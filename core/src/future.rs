@@ -19,8 +19,7 @@ use core::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::breaker::{CallError, OwnedPermit, Permit, Rejected};
-use crate::{Clock, Metrics, Outcome, Store};
+use crate::{CallError, Clock, Metrics, OwnedPermit, Outcome, Permit, Rejected, Store};
 
 /// Decides what the result of a call counts as: [`Outcome::Success`], [`Outcome::Failure`] or
 /// [`Outcome::Ignored`] (neither: an error that is the caller's own fault, say).

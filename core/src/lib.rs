@@ -38,6 +38,8 @@
 //!   `probe_timeout`: the next caller starts a fresh round of probes.
 //! - The word lives in a [`Store`]: [`LocalWord`] in this process by default. The CAS loop and
 //!   the transitions do not know where it is.
+//! - `Config::max_concurrent_calls` caps the calls in flight (see [`limit`]): a full breaker
+//!   rejects at once, and a full rejection is never a failure.
 //! - Time is a [`Clock`]; counters are a [`Metrics`]; transitions go to one listener.
 //! - Futures run under a [`Permit`] or an [`OwnedPermit`] inside a [`Guarded`] future
 //!   ([`CircuitBreaker::call_async`]); a [`Classify`] decides what their result counts as. No
@@ -46,14 +48,18 @@
 
 #![warn(missing_docs)]
 
+mod announce;
 mod breaker;
 mod clock;
 mod config;
+mod error;
 #[cfg(feature = "redis")]
 pub mod fleet;
 mod future;
+pub mod limit;
 mod loom;
 mod metrics;
+mod permit;
 #[cfg(all(unix, feature = "shared-memory"))]
 pub mod shared;
 mod store;
@@ -64,10 +70,13 @@ pub mod word;
 
 use core::fmt;
 
-pub use breaker::{CallError, CircuitBreaker, OwnedPermit, Permit, Rejected};
+pub use breaker::CircuitBreaker;
+pub use error::{CallError, Rejected};
+pub use permit::{OwnedPermit, Permit};
 pub use clock::{CachedClock, Clock, CoarseClock, DefaultClock, ManualClock, MonotonicClock, WallAnchor, WallClock};
 pub use config::{Config, ConfigError, MAX_TIMEOUT};
 pub use future::{AnyPermit, Classify, ErrIsFailure, Guarded};
+pub use limit::{InFlight, LocalInFlight};
 pub use metrics::{Counters, Metrics, NoMetrics, Totals, STRIPES};
 #[cfg(all(unix, feature = "shared-memory"))]
 pub use shared::{RegionError, RegionOptions, SharedBreaker, SharedRegion, SharedSlot, SlotInFlight, SlotWindow, SlotWord};

@@ -26,8 +26,36 @@ pub trait Metrics: Send + Sync {
     fn on_failure(&self, now: u64);
     /// A call reported neither, or its permit was dropped.
     fn on_ignored(&self);
-    /// A call was rejected.
+    /// A call was rejected by the state (OPEN, HALF_OPEN with every probe slot taken,
+    /// FORCED_OPEN).
     fn on_rejected(&self);
+    /// A call was rejected because `max_concurrent_calls` calls were in flight (see
+    /// [`crate::limit`]). Not a failure, and not counted by [`Metrics::on_rejected`].
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, DefaultClock, Metrics, Transition};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// #[derive(Default)]
+    /// struct FullOnly(AtomicU64);
+    /// impl Metrics for FullOnly {
+    ///     fn wants_failure_time(&self) -> bool { false }
+    ///     fn on_success(&self) {}
+    ///     fn on_failure(&self, _now: u64) {}
+    ///     fn on_ignored(&self) {}
+    ///     fn on_rejected(&self) {}
+    ///     fn on_transition(&self, _: &Transition, _now: u64) {}
+    ///     fn on_full(&self) { self.0.fetch_add(1, Ordering::Relaxed); }
+    /// }
+    ///
+    /// let breaker = CircuitBreaker::with_parts(Config::default().max_concurrent_calls(1), DefaultClock::default(), FullOnly::default())?;
+    /// let _held = breaker.admit().unwrap();
+    /// assert!(breaker.admit().is_err());
+    /// assert_eq!(breaker.metrics().0.load(Ordering::Relaxed), 1);
+    /// # Ok::<(), cb_core::ConfigError>(())
+    /// ```
+    #[inline]
+    fn on_full(&self) {}
     /// The breaker changed state, at tick `now`.
     fn on_transition(&self, transition: &Transition, now: u64);
     /// Whether [`Metrics::on_transition`] uses its `now` argument; when false the breaker reads
@@ -89,6 +117,7 @@ struct Stripe {
     failures: AtomicU64,
     ignored: AtomicU64,
     rejections: AtomicU64,
+    full_rejections: AtomicU64,
 }
 
 /// Every counter of one breaker, as plain atomics with no pointers: valid when all-zero, and the
@@ -110,7 +139,7 @@ impl CounterBlock {
     #[cfg_attr(not(all(unix, feature = "shared-memory")), allow(dead_code))]
     pub(crate) fn start(&self, tick: u64) {
         for s in &self.stripes {
-            for c in [&s.successes, &s.failures, &s.ignored, &s.rejections] {
+            for c in [&s.successes, &s.failures, &s.ignored, &s.rejections, &s.full_rejections] {
                 c.store(0, Ordering::Relaxed);
             }
         }
@@ -174,14 +203,17 @@ pub struct Totals {
     pub failures: u64,
     /// Calls that reported neither, or were dropped without an outcome.
     pub ignored: u64,
-    /// Calls rejected without running.
+    /// Calls rejected without running by the state (OPEN, HALF_OPEN with every probe slot
+    /// taken, FORCED_OPEN).
     pub rejections: u64,
+    /// Calls rejected without running because `max_concurrent_calls` calls were in flight.
+    pub full_rejections: u64,
     /// Transitions into OPEN or FORCED_OPEN.
     pub opened: u64,
 }
 
 impl Totals {
-    /// Every call counted: successes, failures, ignored calls and rejections. Saturates: the
+    /// Every call counted: successes, failures, ignored calls and both kinds of rejection. Saturates: the
     /// counters of a shared-memory slot may hold anything, and a sum of them never wraps to a
     /// small number.
     ///
@@ -192,7 +224,11 @@ impl Totals {
     /// assert_eq!(breaker.metrics().totals().requests(), 2);
     /// ```
     pub fn requests(&self) -> u64 {
-        self.successes.saturating_add(self.failures).saturating_add(self.ignored).saturating_add(self.rejections)
+        self.successes
+            .saturating_add(self.failures)
+            .saturating_add(self.ignored)
+            .saturating_add(self.rejections)
+            .saturating_add(self.full_rejections)
     }
 }
 
@@ -263,6 +299,7 @@ impl Counters {
             t.failures = t.failures.saturating_add(s.failures.load(Ordering::Relaxed));
             t.ignored = t.ignored.saturating_add(s.ignored.load(Ordering::Relaxed));
             t.rejections = t.rejections.saturating_add(s.rejections.load(Ordering::Relaxed));
+            t.full_rejections = t.full_rejections.saturating_add(s.full_rejections.load(Ordering::Relaxed));
         }
         t
     }
@@ -351,6 +388,11 @@ impl Metrics for Counters {
     #[inline]
     fn on_rejected(&self) {
         self.stripe().rejections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn on_full(&self) {
+        self.stripe().full_rejections.fetch_add(1, Ordering::Relaxed);
     }
 
     fn on_transition(&self, transition: &Transition, now: u64) {

@@ -33,6 +33,41 @@ pub trait Store: Send + Sync {
     /// Writes `next` if the word is still `current`; otherwise returns the word as it is (which
     /// may, spuriously, equal `current`: the caller retries).
     fn compare_exchange(&self, current: Snapshot, next: Snapshot) -> Result<(), Snapshot>;
+
+    /// The count of calls in flight for `Config::max_concurrent_calls`, when this store keeps
+    /// one that every breaker on it shares (a shared-memory slot counts for every process of
+    /// the host). `None`, the default, makes the breaker count in its own [`LocalInFlight`].
+    ///
+    /// ```
+    /// use cb_core::{CircuitBreaker, Config, Counters, DefaultClock, InFlight, LocalInFlight, LocalWord, Snapshot, Store};
+    ///
+    /// /// A word in this process whose count of calls in flight is shared with other breakers.
+    /// struct Pooled<'a> { word: LocalWord, pool: &'a LocalInFlight }
+    /// impl Store for Pooled<'_> {
+    ///     fn load(&self) -> Snapshot { self.word.load() }
+    ///     fn compare_exchange(&self, current: Snapshot, next: Snapshot) -> Result<(), Snapshot> {
+    ///         self.word.compare_exchange(current, next)
+    ///     }
+    ///     fn shared_in_flight(&self) -> Option<&dyn InFlight> { Some(self.pool) }
+    /// }
+    ///
+    /// let pool = LocalInFlight::new();
+    /// let config = Config::default().max_concurrent_calls(1);
+    /// let make = || CircuitBreaker::with_store(config, DefaultClock::default(), Counters::default(), Pooled { word: LocalWord::default(), pool: &pool });
+    /// let (a, b) = (make()?, make()?);
+    /// let held = a.admit().unwrap();
+    /// assert!(b.admit().unwrap_err().is_full()); // one place for both
+    /// assert_eq!(LocalWord::default().shared_in_flight().map(|c| c.in_flight()), None);
+    /// drop(held);
+    /// assert!(b.admit().is_ok());
+    /// # Ok::<(), cb_core::ConfigError>(())
+    /// ```
+    ///
+    /// [`LocalInFlight`]: crate::LocalInFlight
+    #[inline(always)]
+    fn shared_in_flight(&self) -> Option<&dyn crate::InFlight> {
+        None
+    }
 }
 
 /// The word in this process, on a cache line of its own. The default store.

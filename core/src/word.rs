@@ -134,6 +134,8 @@ pub struct Limits {
     pub(crate) probe_expiry_units: u64,
     /// The failure-rate and slow-call policies, if any.
     pub(crate) rates: Option<crate::window::RateLimits>,
+    /// `Config::max_concurrent_calls`: `None` counts nothing.
+    pub(crate) max_concurrent_calls: Option<core::num::NonZeroU32>,
 }
 
 /// What a transition function decided.
@@ -142,7 +144,7 @@ pub struct Limits {
 /// use cb_core::{Config, Outcome, Snapshot, State};
 /// let limits = Config::default().failure_threshold(1).limits().unwrap();
 /// let ticket = Snapshot::default().admit(|| 0, &limits).result.ticket().unwrap();
-/// let step = Snapshot::default().record(ticket, Outcome::Failure, || 42, &limits);
+/// let step = Snapshot::default().record(&ticket, Outcome::Failure, || 42, &limits);
 /// assert_eq!(step.next.unwrap().opened_at(), Some(42));
 /// assert_eq!(step.transition.unwrap().to, State::Open);
 /// ```
@@ -175,7 +177,7 @@ impl<R> Step<R> {
 }
 
 /// What admission decided, for the caller of [`Snapshot::admit`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Admission {
     /// Run the call; report its outcome with this ticket.
@@ -214,9 +216,24 @@ pub(crate) enum Quick {
     Undecided { now: u64 },
 }
 
-/// Which generation and kind of slot an admitted call holds. Plain data: the RAII wrapper is
+/// Which generation and kind of slot an admitted call holds. The RAII wrapper is
 /// [`crate::Permit`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Neither `Copy` nor `Clone`: an admitted call holds its place under
+/// `Config::max_concurrent_calls` (and a HALF_OPEN probe its slot) until its ticket is passed
+/// to [`crate::CircuitBreaker::record`], which takes it by value, so a place is given back
+/// exactly once. A ticket dropped without being recorded keeps its place for good (use a
+/// [`crate::Permit`], which records on drop, unless you keep tickets yourself).
+///
+/// ```compile_fail
+/// # use cb_core::{CircuitBreaker, Outcome};
+/// let breaker = CircuitBreaker::new(Default::default()).unwrap();
+/// let ticket = breaker.admit_ticket().unwrap();
+/// breaker.record(ticket, Outcome::Success);
+/// breaker.record(ticket, Outcome::Success); // used after move: a place cannot be returned twice
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a ticket holds its call's place until it is passed to CircuitBreaker::record"]
 pub struct Ticket {
     /// The generation in the low 16 bits; above them, when the breaker times its calls (a
     /// slow-call policy), the admission time in ticks (else 0). Packed so that a ticket stays
@@ -582,7 +599,7 @@ impl Snapshot {
     /// admitted in CLOSED, and no consecutive count kept (`Config::consecutive_failures` off;
     /// the rate policies decide).
     #[inline(always)]
-    pub(crate) fn ignores_failure(self, ticket: Ticket, limits: &Limits) -> bool {
+    pub(crate) fn ignores_failure(self, ticket: &Ticket, limits: &Limits) -> bool {
         !limits.counts_failures && !ticket.probe && self.tag() == TAG_CLOSED
     }
 
@@ -591,7 +608,7 @@ impl Snapshot {
     /// payload's lowest bits and stays far below its width). `None` when the full transition
     /// has to decide.
     #[inline(always)]
-    pub(crate) fn counts_failure(self, ticket: Ticket, limits: &Limits) -> Option<Snapshot> {
+    pub(crate) fn counts_failure(self, ticket: &Ticket, limits: &Limits) -> Option<Snapshot> {
         let current = self.tag() == TAG_CLOSED && self.generation() == ticket.generation() && !ticket.probe;
         (current && self.payload() + 1 < limits.failure_threshold).then_some(Snapshot(self.0 + 1))
     }
@@ -688,10 +705,10 @@ impl Snapshot {
     /// use cb_core::{Config, Snapshot};
     /// let limits = Config::default().limits().unwrap();
     /// let ticket = Snapshot::closed(3, 0).admit(|| 0, &limits).result.ticket().unwrap();
-    /// assert!(Snapshot::closed(3, 1).is_current(ticket));
-    /// assert!(!Snapshot::closed(4, 0).is_current(ticket)); // a reset came in between
+    /// assert!(Snapshot::closed(3, 1).is_current(&ticket));
+    /// assert!(!Snapshot::closed(4, 0).is_current(&ticket)); // a reset came in between
     /// ```
-    pub fn is_current(self, ticket: Ticket) -> bool {
+    pub fn is_current(self, ticket: &Ticket) -> bool {
         self.generation() == ticket.generation()
             && match self.stored_state() {
                 State::HalfOpen => ticket.probe,
@@ -707,16 +724,16 @@ impl Snapshot {
     /// use cb_core::{Config, Outcome, Snapshot, State};
     /// let limits = Config::default().failure_threshold(2).limits().unwrap();
     /// let ticket = Snapshot::default().admit(|| 0, &limits).result.ticket().unwrap();
-    /// let one = Snapshot::default().record(ticket, Outcome::Failure, || 0, &limits).next.unwrap();
+    /// let one = Snapshot::default().record(&ticket, Outcome::Failure, || 0, &limits).next.unwrap();
     /// assert_eq!(one.failures(), 1);
-    /// let step = one.record(ticket, Outcome::Failure, || 42, &limits);
+    /// let step = one.record(&ticket, Outcome::Failure, || 42, &limits);
     /// assert_eq!(step.next.unwrap().opened_at(), Some(42));
     /// assert_eq!(step.transition.unwrap().to, State::Open);
     /// // A success in CLOSED with no failures pending writes nothing.
-    /// assert_eq!(Snapshot::default().record(ticket, Outcome::Success, || 0, &limits).next, None);
+    /// assert_eq!(Snapshot::default().record(&ticket, Outcome::Success, || 0, &limits).next, None);
     /// ```
     #[inline]
-    pub fn record(self, ticket: Ticket, outcome: Outcome, now: impl FnOnce() -> u64, limits: &Limits) -> Step {
+    pub fn record(self, ticket: &Ticket, outcome: Outcome, now: impl FnOnce() -> u64, limits: &Limits) -> Step {
         if self.ignores_quietly(outcome) {
             return Step::stay(());
         }
@@ -737,12 +754,12 @@ impl Snapshot {
     /// let limits = Config::default().limits().unwrap();
     /// let ticket = Snapshot::default().admit(|| 0, &limits).result.ticket().unwrap();
     /// let reason = Reason::FailureRate { failures: 6, calls: 10 };
-    /// let step = Snapshot::default().trip(ticket, reason, || 7);
+    /// let step = Snapshot::default().trip(&ticket, reason, || 7);
     /// assert_eq!(step.transition.unwrap().to, State::Open);
     /// let opened = step.next.unwrap();
-    /// assert!(opened.trip(ticket, reason, || 8).next.is_none()); // already tripped
+    /// assert!(opened.trip(&ticket, reason, || 8).next.is_none()); // already tripped
     /// ```
-    pub fn trip(self, ticket: Ticket, reason: Reason, now: impl FnOnce() -> u64) -> Step {
+    pub fn trip(self, ticket: &Ticket, reason: Reason, now: impl FnOnce() -> u64) -> Step {
         if ticket.probe || self.generation() != ticket.generation() || self.stored_state() != State::Closed {
             return Step::stay(());
         }
@@ -751,7 +768,7 @@ impl Snapshot {
     }
 
     #[inline(never)]
-    fn record_slow(self, ticket: Ticket, outcome: Outcome, now: impl FnOnce() -> u64, limits: &Limits) -> Step {
+    fn record_slow(self, ticket: &Ticket, outcome: Outcome, now: impl FnOnce() -> u64, limits: &Limits) -> Step {
         // Decided on the tag directly (the same rules as `is_current` and `stored_state`, in
         // one match): a stale ticket, or one of the wrong kind for the state, changes nothing.
         if self.generation() != ticket.generation() {

@@ -76,7 +76,7 @@ proptest! {
         let _ = s.is_well_formed(now, &limits);
         if let Some(ticket) = admitted.result.ticket() {
             for outcome in [Outcome::Success, Outcome::Failure, Outcome::Ignored] {
-                let _ = s.record(ticket, outcome, || now, &limits);
+                let _ = s.record(&ticket, outcome, || now, &limits);
             }
         }
         for command in [Command::Reset, Command::ForceOpen, Command::Disable] {

@@ -263,3 +263,49 @@ async fn half_open_admits_exactly_the_probe_limit_among_64_tasks() {
     assert_eq!(rejections, TASKS - LIMIT as usize);
     assert_eq!(breaker.state(), State::Closed, "the probes succeeded");
 }
+
+#[test]
+fn a_guarded_future_holds_its_place_until_it_completes_or_is_dropped() {
+    let breaker = CircuitBreaker::new(Config::default().max_concurrent_calls(1)).unwrap();
+    let mut running = pin!(breaker.run(PendingFor(3)));
+    assert!(poll_once(running.as_mut()).is_pending());
+    assert_eq!(breaker.in_flight(), 1);
+    // Full: rejected at once, and the closure that would make the future is never called.
+    let full = breaker.call_async(|| -> std::future::Ready<Result<(), &str>> { unreachable!("never made") });
+    let rejected = block_on(full).unwrap_err();
+    assert!(rejected.rejected().unwrap().is_full());
+    assert_eq!(block_on(running), Ok(()));
+    assert_eq!(breaker.in_flight(), 0, "completed: recorded and released");
+
+    let pending = breaker.run(PendingFor(u32::MAX));
+    assert_eq!(breaker.in_flight(), 1, "admission happens when the future is made");
+    drop(pending); // never polled
+    assert_eq!(breaker.in_flight(), 0);
+    let shared = Arc::new(CircuitBreaker::new(Config::default().max_concurrent_calls(1)).unwrap());
+    let owned = shared.admit_owned().unwrap().run(PendingFor(u32::MAX));
+    assert_eq!(shared.in_flight(), 1);
+    std::thread::spawn(move || drop(owned)).join().unwrap();
+    assert_eq!(shared.in_flight(), 0);
+    assert_eq!(breaker.metrics().totals().full_rejections, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_and_aborted_calls_give_their_places_back() {
+    let breaker = Arc::new(CircuitBreaker::new(Config::default().max_concurrent_calls(2)).unwrap());
+    let hung = |b: &Arc<CircuitBreaker>| {
+        b.admit_owned().unwrap().run(async {
+            tokio::time::sleep(Duration::from_secs(3_600)).await;
+            Ok::<(), ()>(())
+        })
+    };
+    let timed_out = tokio::time::timeout(Duration::from_millis(10), hung(&breaker));
+    let task = tokio::spawn(hung(&breaker));
+    assert_eq!(breaker.in_flight(), 2);
+    assert!(breaker.admit().unwrap_err().is_full());
+    assert!(timed_out.await.is_err());
+    assert_eq!(breaker.in_flight(), 1);
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_eq!(breaker.in_flight(), 0);
+    assert_eq!(breaker.metrics().totals().ignored, 2);
+}

@@ -371,3 +371,66 @@ async fn boxed_errors_stack_with_into_box_error() {
     let rejected: BoxError = service.oneshot(1).await.unwrap_err();
     assert_eq!(rejected.downcast_ref::<Rejected>().and_then(Rejected::breaker_name), Some("boxed"));
 }
+
+/// The scenario: the upstream hangs. With `max_concurrent_calls(4)` it never sees more
+/// than 4 requests at once, the rest are rejected at once without being sent (and never trip
+/// the breaker), and the response futures that time out give their places back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_upstream_sees_at_most_the_limit_and_timed_out_calls_free_their_places() {
+    const LIMIT: u64 = 4;
+    let (release, released) = watch::channel(false);
+    let (router, seen) = upstream(released);
+    let addr = serve(router).await;
+    let config = Config::default().failure_threshold(1).max_concurrent_calls(LIMIT);
+    let breaker = Arc::new(CircuitBreaker::new(config).unwrap().named("upstream"));
+    let http = BreakerLayer::new(Arc::clone(&breaker)).classify(by_status).layer(client());
+
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let call = http.clone().oneshot(get_request(addr, "/hold"));
+            tokio::spawn(tokio::time::timeout(Duration::from_millis(300), call))
+        })
+        .collect();
+    let mut full = 0;
+    let mut timed_out = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Err(_elapsed) => timed_out += 1,
+            Ok(Err(err)) => {
+                let rejected = err.rejected().expect("only rejections end early");
+                assert!(rejected.is_full());
+                assert!(rejected.to_string().starts_with("circuit breaker 'upstream' is full: "), "{rejected}");
+                full += 1;
+            }
+            Ok(Ok(response)) => panic!("the upstream answered {}", response.status()),
+        }
+    }
+    assert_eq!((timed_out, full), (LIMIT, 20 - LIMIT));
+    assert_eq!(seen.hold_peak.load(Ordering::SeqCst), LIMIT);
+    assert_eq!(breaker.in_flight(), 0, "every timed-out response future gave its place back");
+    assert_eq!(breaker.state(), State::Closed, "full rejections are not failures");
+    let totals = breaker.metrics().totals();
+    assert_eq!((totals.full_rejections, totals.ignored, totals.failures), (20 - LIMIT, LIMIT, 0));
+
+    release.send(true).unwrap();
+    let response = http.clone().oneshot(get_request(addr, "/ok")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(breaker.in_flight(), 0);
+}
+
+/// A response future dropped before it is polled at all gives its place back.
+#[test]
+fn a_dropped_response_future_frees_its_place() {
+    let breaker = Arc::new(CircuitBreaker::new(Config::default().max_concurrent_calls(1)).unwrap());
+    let mut service = BreakerLayer::new(Arc::clone(&breaker)).layer(tower::service_fn(|_: ()| std::future::pending::<Result<(), ()>>()));
+    let pending = service.call(());
+    assert!(pending.is_admitted());
+    assert_eq!(breaker.in_flight(), 1);
+    let rejected = service.call(());
+    assert!(!rejected.is_admitted(), "full");
+    drop(rejected);
+    assert_eq!(breaker.in_flight(), 1, "a rejection holds no place");
+    drop(pending);
+    assert_eq!(breaker.in_flight(), 0);
+    assert!(service.call(()).is_admitted());
+}

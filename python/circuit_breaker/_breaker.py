@@ -225,6 +225,7 @@ def _signature() -> inspect.Signature:
         inspect.Parameter("slow_call_seconds", K, default=None),
         inspect.Parameter("slow_call_rate_threshold", K, default=None),
         inspect.Parameter("timeout_seconds", K, default=None),
+        inspect.Parameter("max_concurrent_calls", K, default=None),
     ]
     return inspect.Signature(params)
 

@@ -67,6 +67,7 @@ class BreakerCore:
         slow_call_seconds: Union[int, float, None] = None,
         slow_call_rate_threshold: Optional[float] = None,
         timeout_seconds: Union[int, float, None] = None,
+        max_concurrent_calls: Optional[int] = None,
     ) -> None: ...
     def call(self, func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Runs ``func(*args, **kwargs)`` through the breaker and returns its value.
@@ -129,6 +130,9 @@ class BreakerCore:
     @property
     def timeout_seconds(self) -> Optional[float]:
         """The longest a coroutine call may take (cancelled, ``TimeoutError``, a failure)."""
+    @property
+    def max_concurrent_calls(self) -> Optional[int]:
+        """The most calls in flight at once (host-wide in shared memory), or None."""
     @property
     def redis(self) -> Optional[RedisStore]:
         """The Redis store the breaker's state lives in (shared by every host of the fleet),

@@ -18,6 +18,7 @@ _COMPARABLE = (
     "success_threshold",
     "half_open_max_calls",
     "probe_timeout_seconds",
+    "max_concurrent_calls",
 )
 
 

@@ -219,8 +219,9 @@ class BreakerStatus(TypedDict):
     """Calls in the window (None: no rate policy)."""
     max_concurrent_calls: Optional[int]
     """The limit on calls in flight (None: no limit)."""
-    in_flight: int
-    """Calls admitted and not finished yet (host-wide for a breaker in shared memory)."""
+    in_flight: Optional[int]
+    """Calls admitted and not finished yet (host-wide for a breaker in shared memory); None
+    without a limit (calls are then not counted, so that they cost nothing more)."""
     total_full_rejections: int
     """Calls rejected because the breaker was full (never counted as failures)."""
     concurrency_scope: Optional[CountsScope]
@@ -249,5 +250,5 @@ class BreakerMetrics(TypedDict):
     failure_rate: Optional[float]
     slow_call_rate: Optional[float]
     calls_in_window: Optional[int]
-    in_flight: int
+    in_flight: Optional[int]
     total_full_rejections: int

@@ -8,7 +8,9 @@
 
 Needs ``pip install .[http]`` (``requests`` and/or ``httpx``). The breaker of a service is
 created in the registry on first use, named by ``service_name`` or by the URL's scheme and host;
-``failure_threshold`` / ``recovery_timeout_seconds`` given on that first call configure it.
+``failure_threshold`` / ``recovery_timeout_seconds`` / ``max_concurrent_calls`` given on that first
+call configure it (``max_concurrent_calls`` caps the requests to the service in flight at once: the
+next one raises ``CircuitBreakerFullError``, a ``CircuitBreakerOpenError``, without being sent).
 Connection errors, timeouts and 5xx responses count as failures; 4xx responses do not (they are
 the caller's problem) and every response is returned as it came. A rejected call raises
 ``CircuitBreakerOpenError`` without sending anything.
@@ -82,6 +84,7 @@ def get_circuit_breaker(
     service: str,
     failure_threshold: Optional[int] = None,
     recovery_timeout_seconds: Optional[float] = None,
+    max_concurrent_calls: Optional[int] = None,
 ) -> CircuitBreaker:
     """The breaker of ``service``, created (with these settings, if given) on first use."""
     registry = CircuitBreakerRegistry()
@@ -96,6 +99,8 @@ def get_circuit_breaker(
             config["failure_threshold"] = failure_threshold
         if recovery_timeout_seconds is not None:
             config["recovery_timeout_seconds"] = recovery_timeout_seconds
+        if max_concurrent_calls is not None:
+            config["max_concurrent_calls"] = max_concurrent_calls
         try:
             breaker = registry.get_or_create(service, **config)
         except ValueError:
@@ -142,12 +147,15 @@ def protected_request(
     service_name: Optional[str] = None,
     failure_threshold: Optional[int] = None,
     recovery_timeout_seconds: Optional[float] = None,
+    max_concurrent_calls: Optional[int] = None,
     session: Any = None,
     **kwargs: Any,
 ) -> Any:
     """Sends ``method url`` through the service's breaker and returns the response.
     ``kwargs`` go to ``session.request`` (``requests.request`` without a session)."""
-    breaker = get_circuit_breaker(service_of(url, service_name), failure_threshold, recovery_timeout_seconds)
+    breaker = get_circuit_breaker(
+        service_of(url, service_name), failure_threshold, recovery_timeout_seconds, max_concurrent_calls
+    )
     if session is not None:
         send = session.request
     else:
@@ -179,13 +187,16 @@ async def async_protected_request(
     service_name: Optional[str] = None,
     failure_threshold: Optional[int] = None,
     recovery_timeout_seconds: Optional[float] = None,
+    max_concurrent_calls: Optional[int] = None,
     client: Any = None,
     **kwargs: Any,
 ) -> Any:
     """The async form of :func:`protected_request`, on ``httpx.AsyncClient``."""
     import httpx
 
-    breaker = get_circuit_breaker(service_of(url, service_name), failure_threshold, recovery_timeout_seconds)
+    breaker = get_circuit_breaker(
+        service_of(url, service_name), failure_threshold, recovery_timeout_seconds, max_concurrent_calls
+    )
     if client is not None:
         return await breaker.call_async(client.request, method, url, **kwargs)
     async with httpx.AsyncClient() as own:

@@ -73,6 +73,14 @@ class CircuitBreakerCollector(Collector):
         window_calls = GaugeMetricFamily(
             "circuit_breaker_window_calls", "Calls in the rate policies' window.", labels=["name"]
         )
+        in_flight = GaugeMetricFamily(
+            "circuit_breaker_in_flight",
+            "Calls admitted and not finished (breakers with max_concurrent_calls; host-wide in shared memory).",
+            labels=["name"],
+        )
+        limit = GaugeMetricFamily(
+            "circuit_breaker_max_concurrent_calls", "The limit on calls in flight.", labels=["name"]
+        )
         for name, breaker in sorted(self._registry.get_all().items()):
             m = breaker.get_metrics()
             state.add_metric([name], STATE_VALUES[m["state"]])
@@ -80,6 +88,12 @@ class CircuitBreakerCollector(Collector):
             calls.add_metric([name, "failure"], m["total_failures"])
             calls.add_metric([name, "rejected"], m["total_rejections"])
             calls.add_metric([name, "ignored"], m["total_ignored"])
+            # Rejected because max_concurrent_calls were in flight: never a failure.
+            calls.add_metric([name, "full"], m["total_full_rejections"])
+            max_calls = breaker.max_concurrent_calls
+            if max_calls is not None:
+                in_flight.add_metric([name], m["in_flight"])
+                limit.add_metric([name], max_calls)
             opened.add_metric([name], m["circuit_opened_count"])
             failures.add_metric([name], m["current_failure_count"])
             info.add_metric([name, m["scope"], m["counts_scope"]], 1)
@@ -89,7 +103,7 @@ class CircuitBreakerCollector(Collector):
                 failure_rate.add_metric([name], m["failure_rate"])
             if m["slow_call_rate"] is not None:
                 slow_rate.add_metric([name], m["slow_call_rate"])
-        return [state, calls, opened, failures, info, failure_rate, slow_rate, window_calls]
+        return [state, calls, opened, failures, info, failure_rate, slow_rate, window_calls, in_flight, limit]
 
 
 def register_metrics(

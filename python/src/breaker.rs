@@ -180,6 +180,23 @@ impl CircuitBreaker {
         let this = slf.get();
         let build = || -> PyResult<PyErr> {
             let r = refs(py)?;
+            if let (Some(in_flight), Some(limit)) = (rejected.in_flight(), rejected.limit()) {
+                // Full: the state it was in (CLOSED or HALF_OPEN), the count and the limit.
+                let state = match rejected.state() {
+                    State::HalfOpen => &r.half_open,
+                    _ => &r.closed,
+                };
+                let exc = r.exception_new.bind(py).call1((
+                    r.full_error.bind(py),
+                    this.name.bind(py),
+                    0.0,
+                    state.bind(py),
+                    slf,
+                    in_flight,
+                    limit,
+                ))?;
+                return Ok(PyErr::from_value(exc));
+            }
             let secs = rejected.retry_after().map(|d| d.as_secs_f64());
             let state = match rejected.state() {
                 State::HalfOpen => &r.half_open,
@@ -334,7 +351,7 @@ impl CircuitBreaker {
         probe_timeout_seconds = Arg::Omitted, shared_memory = None, redis = None,
         failure_rate_threshold = None, minimum_calls = None, window_calls = None,
         window_seconds = None, slow_call_seconds = None, slow_call_rate_threshold = None,
-        timeout_seconds = None,
+        timeout_seconds = None, max_concurrent_calls = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
@@ -359,6 +376,7 @@ impl CircuitBreaker {
         slow_call_seconds: Option<&Bound<'py, PyAny>>,
         slow_call_rate_threshold: Option<&Bound<'py, PyAny>>,
         timeout_seconds: Option<&Bound<'py, PyAny>>,
+        max_concurrent_calls: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Self> {
         let none = py.None().into_bound(py);
         let false_ = PyBool::new(py, false).to_owned().into_any();
@@ -426,6 +444,9 @@ impl CircuitBreaker {
                 }
             }
         }
+        if let Some(v) = set(max_concurrent_calls) {
+            config.max_concurrent_calls = Some(count_arg("max_concurrent_calls", v)?);
+        }
         let timeout = match set(timeout_seconds) {
             Some(v) => {
                 let d = seconds_arg("timeout_seconds", v)?;
@@ -448,6 +469,7 @@ impl CircuitBreaker {
             ("half_open_max_calls", half_open_max_calls.given()),
             ("recovery_timeout_seconds", recovery_timeout_seconds.given()),
             ("probe_timeout_seconds", probe_timeout_seconds.given()),
+            ("max_concurrent_calls", set(max_concurrent_calls)),
         ]
         .into_iter()
         .filter_map(|(n, v)| v.map(|v| (n, v)))
@@ -727,6 +749,12 @@ impl CircuitBreaker {
     #[getter]
     fn timeout_seconds(&self) -> Option<f64> {
         self.timeout
+    }
+
+    /// The most calls in flight at once (host-wide in shared memory), or None.
+    #[getter]
+    fn max_concurrent_calls(&self) -> Option<u32> {
+        self.inner.max_concurrent_calls()
     }
 
     /// The Redis store its state lives in (fleet-wide), or None.

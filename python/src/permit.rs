@@ -104,7 +104,7 @@ impl Permit {
     /// Whether this call is a half-open probe.
     #[getter]
     fn is_probe(&self) -> bool {
-        self.ticket.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.is_probe())
+        self.ticket.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|t| t.is_probe())
     }
 
     /// The breaker's generation when this call was admitted: it changes with every change of

@@ -11,7 +11,8 @@ use crate::state::{mode, state_name};
 
 /// `get_status()`: the documented keys first, then `success_threshold`,
 /// `half_open_max_calls`, `total_failures`, `total_rejections`, `mode`, `scope`,
-/// `counts_scope`, `degraded`, `failure_rate`, `slow_call_rate`, `calls_in_window`.
+/// `counts_scope`, `degraded`, `failure_rate`, `slow_call_rate`, `calls_in_window`,
+/// `max_concurrent_calls`, `in_flight`, `total_full_rejections`, `concurrency_scope`.
 pub(crate) fn status<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     let state = b.state();
     let config = b.inner.config();
@@ -47,6 +48,12 @@ pub(crate) fn status<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Bound
     status.set_item(intern!(py, "counts_scope"), counts_scope(b))?;
     status.set_item(intern!(py, "degraded"), degraded(b))?;
     window(b, py, &status)?;
+    let limit = b.inner.max_concurrent_calls();
+    status.set_item(intern!(py, "max_concurrent_calls"), limit)?;
+    // Counted only under a limit (an unlimited call pays nothing for it).
+    status.set_item(intern!(py, "in_flight"), limit.map(|_| b.inner.in_flight()))?;
+    status.set_item(intern!(py, "total_full_rejections"), b.inner.metrics().totals().full_rejections)?;
+    status.set_item(intern!(py, "concurrency_scope"), limit.map(|_| concurrency_scope(b)))?;
     Ok(status)
 }
 
@@ -73,6 +80,8 @@ pub(crate) fn metrics<'py>(b: &CircuitBreaker, py: Python<'py>) -> PyResult<Boun
     metrics.set_item(intern!(py, "scope"), scope(b))?;
     metrics.set_item(intern!(py, "counts_scope"), counts_scope(b))?;
     window(b, py, &metrics)?;
+    metrics.set_item(intern!(py, "in_flight"), b.inner.max_concurrent_calls().map(|_| b.inner.in_flight()))?;
+    metrics.set_item(intern!(py, "total_full_rejections"), t.full_rejections)?;
     Ok(metrics)
 }
 
@@ -107,6 +116,16 @@ pub(crate) fn counts_scope(b: &CircuitBreaker) -> &'static str {
         "host"
     } else {
         "process"
+    }
+}
+
+/// What `max_concurrent_calls` covers: the host for a breaker in shared memory (the slot
+/// counts every process's calls), else this process (a breaker in Redis counts here: a round
+/// trip per call would cost more than the limit saves).
+pub(crate) fn concurrency_scope(b: &CircuitBreaker) -> &'static str {
+    match b.inner.store() {
+        crate::store::PyStore::Shared(_) => "host",
+        _ => "process",
     }
 }
 

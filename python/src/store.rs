@@ -77,6 +77,16 @@ impl Store for PyStore {
             PyStore::Redis(word) => word.compare_exchange(current, next),
         }
     }
+
+    /// A slot counts calls in flight host-wide; in this process and in Redis the breaker
+    /// counts them itself (a Redis round trip per call would cost more than the limit saves).
+    #[inline(always)]
+    fn shared_in_flight(&self) -> Option<&dyn cb_core::InFlight> {
+        match self {
+            PyStore::Shared(word) => word.shared_in_flight(),
+            PyStore::Local(_) | PyStore::Redis(_) => None,
+        }
+    }
 }
 
 /// Where a Python breaker's time comes from: the host's coarse monotonic clock, or — for words

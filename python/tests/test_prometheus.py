@@ -87,3 +87,25 @@ def test_info_says_who_shares_the_state_and_what_the_counts_cover(tmp_path: obje
     assert samples[("circuit_breaker_info", labels("prom_fleet", "fleet", "process"))] == 1
     for name in ("prom_local", "prom_host", "prom_fleet"):
         breakers.unregister(name)
+
+
+def test_calls_in_flight_and_full_rejections_are_scraped() -> None:
+    breakers = CircuitBreakerRegistry()
+    breakers.register("prom_limited", CircuitBreaker("prom_limited", max_concurrent_calls=1))
+    prom = CollectorRegistry()
+    register_metrics(breakers, prom)
+    limited = breakers.get("prom_limited")
+    held = limited.acquire()
+    for _ in range(3):
+        with pytest.raises(CircuitBreakerOpenError):  # the full error is one
+            limited.call(lambda: None)
+    samples = scrape(prom)
+    label = (("name", "prom_limited"),)
+    assert samples[("circuit_breaker_in_flight", label)] == 1
+    assert samples[("circuit_breaker_max_concurrent_calls", label)] == 1
+    assert samples[("circuit_breaker_calls_total", (("name", "prom_limited"), ("result", "full")))] == 3
+    assert samples[("circuit_breaker_calls_total", (("name", "prom_limited"), ("result", "failure")))] == 0
+    # Breakers without a limit have no in-flight gauge.
+    assert ("circuit_breaker_in_flight", (("name", "current_price"),)) not in samples
+    held.success()
+    assert scrape(prom)[("circuit_breaker_in_flight", label)] == 0

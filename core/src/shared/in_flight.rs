@@ -119,7 +119,7 @@ pub const IN_FLIGHT_ROWS: usize = 64;
 
 /// How often one slot's rows are looked at for dead owners, at most, unless
 /// [`SlotInFlight::reclaim_interval`] says otherwise.
-const DEFAULT_RECLAIM_INTERVAL: Duration = Duration::from_millis(100);
+pub(super) const DEFAULT_RECLAIM_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A slot's table of calls in flight: see the [module docs](self).
 #[repr(C)]
@@ -196,6 +196,22 @@ pub struct SlotInFlight {
 unsafe impl Send for SlotInFlight {}
 // SAFETY: as above.
 unsafe impl Sync for SlotInFlight {}
+
+impl crate::InFlight for SlotInFlight {
+    #[inline]
+    fn try_enter(&self, max: u32) -> bool {
+        SlotInFlight::try_enter(self, max)
+    }
+
+    #[inline]
+    fn leave(&self) {
+        SlotInFlight::leave(self)
+    }
+
+    fn in_flight(&self) -> u32 {
+        SlotInFlight::in_flight(self)
+    }
+}
 
 impl SlotInFlight {
     /// The counter of the table at `table`, slot `index` of `region`.

@@ -15,7 +15,7 @@ use crate::{Config, SlidingWindow, STRIPES};
 /// The first bytes of every region file.
 pub(super) const MAGIC: [u8; 8] = *b"CBREGION";
 /// Bumped whenever the meaning of any byte changes; a region of another version is replaced.
-pub(super) const LAYOUT_VERSION: u32 = 5;
+pub(super) const LAYOUT_VERSION: u32 = 6;
 /// The header occupies the first page; slots start after it.
 pub(super) const HEADER_SIZE: usize = 4096;
 /// The longest breaker name a slot holds, in bytes.

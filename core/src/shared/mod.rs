@@ -337,7 +337,7 @@ impl SharedRegion {
                         (*std::ptr::addr_of!((*slot.as_ptr()).in_flight)).clear();
                     }
                     meta.state.store(SLOT_READY, Ordering::Release);
-                    return Ok(self.finish_attach(index, limits, None));
+                    return Ok(self.finish_attach(index, limits, None, config.probe_timeout));
                 }
                 SLOT_READY => {
                     let len = meta.name_len as usize;
@@ -348,7 +348,7 @@ impl SharedRegion {
                             meta.fingerprint = fingerprint(&ours);
                             config_from_words(theirs)
                         });
-                        return Ok(self.finish_attach(index, limits, mismatch));
+                        return Ok(self.finish_attach(index, limits, mismatch, config.probe_timeout));
                     }
                 }
                 // A state no build writes: a damaged slot, perhaps someone's breaker. Leave it
@@ -394,8 +394,9 @@ impl SharedRegion {
         unsafe { NonNull::new_unchecked(self.inner.map.as_mut_ptr().add(offset).cast::<Slot>()) }
     }
 
-    fn finish_attach(&self, index: usize, limits: Limits, mismatch: Option<Config>) -> SharedSlot {
-        let slot = SharedSlot { region: self.clone(), index, mismatch, repaired: None };
+    fn finish_attach(&self, index: usize, limits: Limits, mismatch: Option<Config>, probe_timeout: std::time::Duration) -> SharedSlot {
+        let reclaim_interval = probe_timeout.min(in_flight::DEFAULT_RECLAIM_INTERVAL);
+        let slot = SharedSlot { region: self.clone(), index, mismatch, repaired: None, reclaim_interval };
         let word = slot.word();
         let now = MonotonicClock.now();
         let current = word.load();
@@ -433,6 +434,9 @@ pub struct SharedSlot {
     index: usize,
     mismatch: Option<Config>,
     repaired: Option<String>,
+    /// How often a full call may look for the places of dead processes: the shorter of 100 ms
+    /// and the probe timeout, so a killed process's calls come back within the probe timeout.
+    reclaim_interval: std::time::Duration,
 }
 
 impl SharedSlot {
@@ -442,7 +446,8 @@ impl SharedSlot {
         // SAFETY: in bounds (see `SharedRegion::slot`); `word` is an AtomicU64 at an offset
         // aligned for it.
         let word = unsafe { NonNull::new_unchecked(std::ptr::addr_of_mut!((*slot.as_ptr()).word).cast::<AtomicU64>()) };
-        SlotWord { word, _region: Arc::clone(&self.region.inner) }
+        let in_flight = self.in_flight().reclaim_interval(self.reclaim_interval);
+        SlotWord { word, in_flight, _region: Arc::clone(&self.region.inner) }
     }
 
     /// The counters, kept in the slot (host-wide totals).
@@ -552,6 +557,8 @@ impl fmt::Debug for SlotWindow {
 /// reads and writes.
 pub struct SlotWord {
     word: NonNull<AtomicU64>,
+    /// The calls in flight of the slot, host-wide (see [`SlotInFlight`]).
+    in_flight: SlotInFlight,
     _region: Arc<Mapping>,
 }
 
@@ -573,6 +580,12 @@ impl Store for SlotWord {
     #[inline(always)]
     fn load(&self) -> Snapshot {
         Snapshot::from_bits(self.atomic().load(Ordering::Acquire))
+    }
+
+    /// The slot's own count: the limit holds for every process of the host together.
+    #[inline(always)]
+    fn shared_in_flight(&self) -> Option<&dyn crate::InFlight> {
+        Some(&self.in_flight)
     }
 
     #[inline(always)]

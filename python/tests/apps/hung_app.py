@@ -18,7 +18,8 @@ the exception class and its message; an upstream timeout is a 504, any other ups
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Dict
 
 import httpx
 import requests
@@ -39,8 +40,19 @@ if os.environ.get("CB_LIMIT"):
 # The breaker must not simply trip: the point is an upstream that accepts and never answers, so
 # the failure threshold is far above the number of calls that can time out during a test.
 upstream = CircuitBreaker("upstream", failure_threshold=100_000, recovery_timeout_seconds=5, **OPTIONS)
-app = FastAPI()
 PID = os.getpid()
+client: httpx.AsyncClient  # one per worker, made at startup (building one loads the CA bundle:
+# done by the first request instead, it would hold up that worker's event loop for a while)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    global client
+    async with httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT) as client:  # httpx's default pool (100)
+        yield
+
+
+app = FastAPI(lifespan=lifespan)
 
 
 def rejected(exc: CircuitBreakerOpenError) -> JSONResponse:
@@ -68,18 +80,8 @@ def sync_endpoint() -> Any:
     return {"upstream_status": status, "pid": PID}
 
 
-_client: "httpx.AsyncClient | None" = None
-
-
-def client() -> httpx.AsyncClient:
-    global _client
-    if _client is None:  # made in the worker's event loop, on first use
-        _client = httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT)  # httpx's default pool (100 connections)
-    return _client
-
-
 async def fetch_async() -> int:
-    return (await client().get(f"{UPSTREAM}/data")).status_code
+    return (await client.get(f"{UPSTREAM}/data")).status_code
 
 
 @app.get("/async")

@@ -101,7 +101,7 @@ def region_breaker(region: Path) -> CircuitBreaker:
         failure_threshold=h.THRESHOLD,
         recovery_timeout_seconds=h.RECOVERY,
         probe_timeout_seconds=PROBE_TIMEOUT,
-        max_concurrent_calls=LIMIT,  # type: ignore[call-arg]  # issue 22
+        max_concurrent_calls=LIMIT,  # issue 22
         shared_memory=str(region),
     )
 
@@ -186,8 +186,11 @@ def test_a_worker_killed_holding_calls_gives_its_slots_back(tmp_path: Path, upst
             held_for = killed - upstream.accept_times[0]
             assert held_for < h.UPSTREAM_TIMEOUT - 1, f"too slow: the calls were {held_for:.1f} s old when killed"
 
-            # All 8 slots come back by themselves: the upstream holds 8 new calls again.
-            deadline = killed + PROBE_TIMEOUT + 4.0  # the master restarts the workers meanwhile
+            # All 8 slots come back by themselves: the upstream holds 8 new calls again, within
+            # probe_timeout_seconds of the kill (and the time the master takes to restart workers,
+            # if none survived).
+            survivors = workers - set(holders)
+            deadline = killed + PROBE_TIMEOUT + (1.5 if survivors else 4.0)
             while upstream.accepted_since(killed) < LIMIT or upstream.snapshot()[0] < LIMIT:
                 assert time.monotonic() < deadline, (
                     f"{upstream.accepted_since(killed)} calls admitted in the {time.monotonic() - killed:.1f} s after "
@@ -203,7 +206,7 @@ def test_a_worker_killed_holding_calls_gives_its_slots_back(tmp_path: Path, upst
                 load.join()
         status = settled_status(server.region, timeout=h.UPSTREAM_TIMEOUT + 2)
     in_flight, peak, accepted = upstream.snapshot()
-    print(f"\nkilled {holders}; all {LIMIT} slots back after {recovered:.2f} s; upstream peak {peak}, {accepted} calls")
+    print(f"\nkilled {holders} ({len(survivors)} survived); all {LIMIT} slots back after {recovered:.2f} s; upstream peak {peak}, {accepted} calls")
     assert peak <= LIMIT, f"the upstream held {peak} calls at once, over the limit of {LIMIT}"
     assert status["in_flight"] == 0, f"slots leaked: {status}"
     assert status["state"] == "CLOSED", status

@@ -119,13 +119,13 @@ class HangingUpstream:
                 pass
             elif sock in self._held:
                 try:
-                    data = sock.recv(65536)  # type: ignore[union-attr]
+                    data = sock.recv(65536)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError:
                     data = b""
                 if not data:  # the client gave up
-                    self._release(sock)  # type: ignore[arg-type]
+                    self._release(sock)
                 # else: the request's bytes, read and ignored: it is never answered in time
         return listener_ready
 

@@ -179,17 +179,28 @@ class HangingUpstream:
 
 
 def children(pid: int) -> Set[int]:
-    """The direct children of `pid`, from /proc (psutil is not installed)."""
+    """The direct children of `pid`, from /proc (psutil is not installed): each thread's
+    `children` file, or, on a kernel without them, every process's parent in `/proc/*/stat`."""
     found: Set[int] = set()
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return found
-    for tid in tasks:
-        try:
-            found.update(int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
-        except OSError:
-            pass
+    if os.path.exists(f"/proc/{pid}/task/{tasks[0]}/children"):
+        for tid in tasks:
+            try:
+                found.update(int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
+            except OSError:
+                pass
+        return found
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:  # the field after the state
+                found.add(int(entry))
     return found
 
 

@@ -22,7 +22,12 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from ._breaker import CircuitBreaker
 from ._registry import CircuitBreakerRegistry
-from ._types import CircuitBreakerOpenError
+from ._types import CircuitBreakerFullError, CircuitBreakerOpenError
+
+# Concurrent callers per endpoint: the slow one gets several, so that its calls pile up in flight
+# until max_concurrent_calls turns the extra ones away at once ("full").
+CALLERS = {"current_price": 1, "options_chain": 4, "price_history": 1}
+MAX_CONCURRENT_CALLS = 2
 
 # Each endpoint's outage, as fractions of the run: (start, end, kind).
 OUTAGES: Dict[str, List[Tuple[float, float, str]]] = {
@@ -97,7 +102,10 @@ class Tally:
     ok: int = 0
     failed: int = 0
     rejected: int = 0
+    full: int = 0
+    """Of ``rejected``: turned away because MAX_CONCURRENT_CALLS calls were in flight."""
     fallbacks: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     # (seconds since the start, state) every tenth of a second
     timeline: List[Tuple[float, str]] = field(default_factory=list)
 
@@ -118,16 +126,21 @@ def drive(
             return int(response.status)
 
     while not stop.is_set():
-        tally.attempted += 1
+        ok = failed = rejected = full = 0
         try:
             breaker.call(fetch)
-            tally.ok += 1
-        except CircuitBreakerOpenError:
-            tally.rejected += 1
-            tally.fallbacks += 1
+            ok = 1
+        except CircuitBreakerOpenError as error:
+            rejected, full = 1, int(isinstance(error, CircuitBreakerFullError))
         except (urllib.error.URLError, OSError):
-            tally.failed += 1
-            tally.fallbacks += 1
+            failed = 1
+        with tally.lock:  # several callers share an endpoint's tally
+            tally.attempted += 1
+            tally.ok += ok
+            tally.failed += failed
+            tally.rejected += rejected
+            tally.full += full
+            tally.fallbacks += failed + rejected
         stop.wait(interval)
 
 
@@ -165,7 +178,7 @@ def render(
     bar_width = 30
     done = min(1.0, elapsed / duration)
     bar = "█" * int(done * bar_width) + "░" * (bar_width - int(done * bar_width))
-    left = f"{'breaker':<13} {'state':<9} {'sent':>5} {'failed':>6} {'spared':>6} {'fallback':>8}"
+    left = f"{'breaker':<13} {'state':<9} {'sent':>5} {'failed':>6} {'spared':>6} {'full':>4} {'busy':>4}"
     lines = [
         paint("circuit_breaker demo", BOLD) + f"  {bar} {min(elapsed, duration):4.1f}/{duration:g} s",
         "",
@@ -177,10 +190,12 @@ def render(
         marks = "".join(
             " " if s is None else paint(STATE_MARK[s], STATE_COLOR[s]) for s in timeline(t.timeline, duration)
         )
-        row = f"{name:<13} {paint(f'{state:<9}', STATE_COLOR[state])} {t.sent:>5} {t.failed:>6} {t.rejected:>6} {t.fallbacks:>8}"
+        busy = breaker.get_status()["in_flight"] or 0
+        row = f"{name:<13} {paint(f'{state:<9}', STATE_COLOR[state])} {t.sent:>5} {t.failed:>6} {t.rejected:>6} {t.full:>4} {busy:>4}"
         lines.append(f"{row}  {marks}")
     lines.append(" " * (len(left) + 2) + paint(ruler(duration), DIM))
     lines.append(paint("▁ closed ▄ half-open █ open   spared: rejected at once, never sent", DIM))
+    lines.append(paint(f"full: spared because {MAX_CONCURRENT_CALLS} calls were in flight   busy: in flight now", DIM))
     return lines
 
 
@@ -188,7 +203,10 @@ def summary(tallies: Dict[str, Tally], out: TextIO) -> None:
     """What the run did, from the same tallies as the last frame of the table."""
     out.write("\nSummary\n")
     for name, t in tallies.items():
-        out.write(f"  {name:<13} {t.attempted:>5} calls: {t.sent:>5} sent, {t.rejected:>5} spared, {t.fallbacks:>5} fallbacks\n")
+        out.write(
+            f"  {name:<13} {t.attempted:>5} calls: {t.sent:>5} sent, {t.rejected:>5} spared ({t.full} full), "
+            f"{t.fallbacks:>5} fallbacks\n"
+        )
     flaky = [name for name in OUTAGES if OUTAGES[name]]
     attempted = sum(tallies[name].attempted for name in flaky)
     spared = sum(tallies[name].rejected for name in flaky)
@@ -232,7 +250,12 @@ def demo(argv: Sequence[str], out: TextIO) -> int:
     logging.getLogger("circuit_breaker").setLevel(logging.CRITICAL)  # the table shows transitions
     registry = CircuitBreakerRegistry()
     breakers = {
-        name: registry.get_or_create(f"demo:{name}", failure_threshold=3, recovery_timeout_seconds=args.recovery)
+        name: registry.get_or_create(
+            f"demo:{name}",
+            failure_threshold=3,
+            recovery_timeout_seconds=args.recovery,
+            max_concurrent_calls=MAX_CONCURRENT_CALLS,
+        )
         for name in OUTAGES
     }
     for b in breakers.values():
@@ -240,15 +263,17 @@ def demo(argv: Sequence[str], out: TextIO) -> int:
     tallies = {name: Tally() for name in OUTAGES}
     service = FlakyService(args.duration, slow_seconds=0.5)
     stop = threading.Event()
+    # Each endpoint gets `rate` requests per second in all, from CALLERS[name] threads.
     workers = [
         threading.Thread(
             target=drive,
-            args=(name, breakers[name], service.url, tallies[name], stop, 1.0 / args.rate, 0.2),
+            args=(name, breakers[name], service.url, tallies[name], stop, CALLERS[name] / args.rate, 0.2),
             daemon=True,
         )
         for name in OUTAGES
+        for _ in range(CALLERS[name])
     ]
-    out.write(f"flaky service on {service.url}; {len(workers)} endpoints, {args.rate:g} req/s each\n\n")
+    out.write(f"flaky service on {service.url}; {len(OUTAGES)} endpoints, {args.rate:g} req/s each\n\n")
     started = time.monotonic()
     for w in workers:
         w.start()

@@ -30,12 +30,15 @@ def test_demo_runs_and_spares_the_failing_service() -> None:
     assert 0 < int(spared.group(1)) < int(spared.group(2))
     healthy = re.search(r"price_history\s+(\d+) calls:\s+(\d+) sent,\s+0 spared", out)
     assert healthy is not None and healthy.group(1) == healthy.group(2), out
+    # Four callers on the slow endpoint: past max_concurrent_calls the extra ones are turned away.
+    slow = re.search(r"options_chain\s+\d+ calls:.*\((\d+) full\)", out)
+    assert slow is not None and int(slow.group(1)) > 0, out
     assert result.stderr == ""
     assert max(len(line) for line in out.splitlines()) <= 80
 
 
-ROW = re.compile(r"^(\w+)\s+(?:CLOSED|OPEN|HALF_OPEN)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+$")
-SUMMARY = re.compile(r"^  (\w+)\s+(\d+) calls:\s+(\d+) sent,\s+(\d+) spared,\s+(\d+) fallbacks$")
+ROW = re.compile(r"^(\w+)\s+(?:CLOSED|OPEN|HALF_OPEN)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+$")
+SUMMARY = re.compile(r"^  (\w+)\s+(\d+) calls:\s+(\d+) sent,\s+(\d+) spared \((\d+) full\),\s+(\d+) fallbacks$")
 
 
 def last_frame_and_summary(out: str) -> Tuple[List[Tuple[str, ...]], List[Tuple[str, ...]]]:
@@ -43,8 +46,10 @@ def last_frame_and_summary(out: str) -> Tuple[List[Tuple[str, ...]], List[Tuple[
     rows = [m.groups() for m in map(ROW.match, before.splitlines()) if m]
     last = rows[-3:]  # one row per endpoint in the final frame
     summary = [m.groups() for m in map(SUMMARY.match, after.splitlines()) if m]
-    # frame: name, sent, failed, spared, fallback; summary: name, calls, sent, spared, fallbacks
-    return [(n, sent, spared, fb) for n, sent, _, spared, fb in last], [(n, sent, spared, fb) for n, _, sent, spared, fb in summary]
+    # frame: name, sent, failed, spared, full, busy; summary: name, calls, sent, spared, full, fallbacks
+    return [(n, sent, spared, full) for n, sent, _, spared, full, _ in last], [
+        (n, sent, spared, full) for n, _, sent, spared, full, _ in summary
+    ]
 
 
 def test_the_last_frame_and_the_summary_agree() -> None:

@@ -41,6 +41,8 @@ SHARED = f"/dev/shm/cb-python-bench-{os.getpid()}" if os.path.isdir("/dev/shm") 
 OURS, OURS_SHARED = "circuit_breaker (ours)", "circuit_breaker, shared memory"
 OURS_REDIS, PYB_REDIS = "circuit_breaker, Redis", "pybreaker + CircuitRedisStorage"
 OURS_RATE = "circuit_breaker, failure-rate policy"
+OURS_LIMIT, OURS_SHARED_LIMIT = "circuit_breaker, max_concurrent_calls", "circuit_breaker, shared memory, max_concurrent_calls"
+LIMIT = dict(max_concurrent_calls=64)
 RATE = dict(failure_rate_threshold=0.5, minimum_calls=100, window_seconds=10)
 # Libraries whose every call is a network round trip are timed on fewer calls per sample.
 SLOW = {PYB_REDIS}
@@ -106,10 +108,14 @@ def make_closed() -> Dict[str, Callable[[], object]]:
     cb_f = circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=LONG)(f)
     base = baseline.CircuitBreaker("bench")
     rate = circuit_breaker.CircuitBreaker("bench-rate", **RATE)  # type: ignore[arg-type]
+    limited = circuit_breaker.CircuitBreaker("bench-limit", **LIMIT)  # type: ignore[arg-type]
+    shared_limited = circuit_breaker.CircuitBreaker("bench-limit", shared_memory=SHARED, **LIMIT)  # type: ignore[arg-type]
     cases: Dict[str, Callable[[], object]] = {
         OURS: lambda: ours.call(f),
         OURS_SHARED: lambda: shared.call(f),
         OURS_RATE: lambda: rate.call(f),
+        OURS_LIMIT: lambda: limited.call(f),
+        OURS_SHARED_LIMIT: lambda: shared_limited.call(f),
         "pybreaker": lambda: pyb.call(f),
         "circuitbreaker": cb_f,
         "pure-Python baseline": lambda: base.call(f),
@@ -130,7 +136,12 @@ def make_open() -> Dict[str, Tuple[Callable[[], object], type]]:
     cb_failing, cb_f = cb(failing), cb(f)
     base = baseline.CircuitBreaker("bench", failure_threshold=1, recovery_timeout_seconds=LONG)
     rate = circuit_breaker.CircuitBreaker("bench-rate-open", failure_threshold=1, recovery_timeout_seconds=LONG, **RATE)  # type: ignore[arg-type]
-    for trip in [lambda: ours.call(failing), lambda: shared.call(failing), lambda: rate.call(failing), cb_failing, lambda: base.call(failing)]:
+    limited = circuit_breaker.CircuitBreaker("bench-limit-open", failure_threshold=1, recovery_timeout_seconds=LONG, **LIMIT)  # type: ignore[arg-type]
+    shared_limited = circuit_breaker.CircuitBreaker(
+        "bench-limit-open", failure_threshold=1, recovery_timeout_seconds=LONG, shared_memory=SHARED, **LIMIT  # type: ignore[arg-type]
+    )
+    trips = [ours, shared, rate, limited, shared_limited]
+    for trip in [*(lambda b=b: b.call(failing) for b in trips), cb_failing, lambda: base.call(failing)]:
         try:
             trip()
         except ValueError:
@@ -140,6 +151,8 @@ def make_open() -> Dict[str, Tuple[Callable[[], object], type]]:
         OURS: (lambda: ours.call(f), circuit_breaker.CircuitBreakerOpenError),
         OURS_SHARED: (lambda: shared.call(f), circuit_breaker.CircuitBreakerOpenError),
         OURS_RATE: (lambda: rate.call(f), circuit_breaker.CircuitBreakerOpenError),
+        OURS_LIMIT: (lambda: limited.call(f), circuit_breaker.CircuitBreakerOpenError),
+        OURS_SHARED_LIMIT: (lambda: shared_limited.call(f), circuit_breaker.CircuitBreakerOpenError),
         "pybreaker": (lambda: pyb.call(f), pybreaker.CircuitBreakerError),
         "circuitbreaker": (cb_f, circuitbreaker.CircuitBreakerError),
         "pure-Python baseline": (lambda: base.call(f), baseline.CircuitBreakerOpenError),
@@ -241,6 +254,8 @@ def main() -> None:
         OURS: circuit_breaker.CircuitBreaker("par").call,
         OURS_SHARED: circuit_breaker.CircuitBreaker("par", shared_memory=SHARED).call,
         OURS_RATE: circuit_breaker.CircuitBreaker("par-rate", **RATE).call,  # type: ignore[arg-type]
+        OURS_LIMIT: circuit_breaker.CircuitBreaker("par-limit", **LIMIT).call,  # type: ignore[arg-type]
+        OURS_SHARED_LIMIT: circuit_breaker.CircuitBreaker("par-limit", shared_memory=SHARED, **LIMIT).call,  # type: ignore[arg-type]
         "pybreaker": pybreaker.CircuitBreaker(fail_max=5, reset_timeout=LONG).call,
         "circuitbreaker": lambda fn: cb_par(fn)(),
         "pure-Python baseline": baseline.CircuitBreaker("par").call,
@@ -276,6 +291,13 @@ def main() -> None:
     print(f"Shared memory minus in-process, same run: CLOSED call {extra_closed:+.1f} ns, OPEN rejection {extra_open:+.1f} ns.")
     rate_closed = med[f"closed/{OURS_RATE}"] - med[f"closed/{OURS}"]
     print(f"Failure-rate policy (10 s window) minus consecutive-only, same run: CLOSED call {rate_closed:+.1f} ns.")
+    limit_closed = med[f"closed/{OURS_LIMIT}"] - med[f"closed/{OURS}"]
+    limit_open = med[f"open/{OURS_LIMIT}"] - med[f"open/{OURS}"]
+    shared_limit = med[f"closed/{OURS_SHARED_LIMIT}"] - med[f"closed/{OURS_SHARED}"]
+    print(
+        f"max_concurrent_calls minus no limit, same run: CLOSED call {limit_closed:+.1f} ns, OPEN rejection "
+        f"{limit_open:+.1f} ns; in shared memory (host-wide count) CLOSED call {shared_limit:+.1f} ns."
+    )
     if REDIS_URL:
         ratio_closed = (med[f"closed/{OURS_REDIS}"] - floor_call) / ours_closed
         ratio_open = med[f"open/{OURS_REDIS}"] / ours_open

@@ -22,6 +22,8 @@ CASES = {
     "call_shared": "floor",
     "call_rate_count": "floor",
     "call_rate_time": "floor",
+    "call_limited": "floor",
+    "call_limited_shared": "floor",
     "decorated": "floor",
     "reject": "raise",
     "reject_shared": "raise",
@@ -135,6 +137,9 @@ RUNS = {
     # A failure-rate policy over the last 100 calls / the last 10 s.
     "call_rate_count": lambda n: call(n, failure_rate_threshold=0.5, window_calls=100),
     "call_rate_time": lambda n: call(n, failure_rate_threshold=0.5, window_seconds=10),
+    # max_concurrent_calls: a place taken and given back per call (in this process / the slot).
+    "call_limited": lambda n: call(n, max_concurrent_calls=64),
+    "call_limited_shared": in_shared_memory(lambda n, **where: call(n, max_concurrent_calls=64, **where)),
     "decorated": decorated,
     "raise": raise_,
     "reject": reject,

@@ -1,6 +1,8 @@
 //! Property test: random sequences of admissions, outcomes, drops, manual commands, state reads
 //! and clock advances give the same decisions and states on the atomic breaker as on a plain
-//! sequential model written from the rules, not from the word.
+//! sequential model written from the rules, not from the word. With `max_concurrent_calls`,
+//! the model also counts the calls in flight: an admission past the limit is rejected as full,
+//! and every outcome or drop (stale or not) gives a place back.
 
 use std::time::Duration;
 
@@ -26,6 +28,9 @@ struct Model {
     max_calls: u64,
     recovery: u64,
     probe_timeout: u64,
+    /// `max_concurrent_calls`, and the calls admitted and not yet reported or dropped.
+    limit: Option<u64>,
+    in_flight: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -37,6 +42,8 @@ struct ModelPermit {
 enum Decision {
     Admitted { probe: bool },
     Rejected { state: State, retry_after: Option<Duration> },
+    /// Admitted by the state, refused by the limit.
+    Full { state: State },
 }
 
 impl Model {
@@ -72,7 +79,23 @@ impl Model {
         (now / 1024).saturating_sub(last_admit / 1024) >= units
     }
 
+    /// The rules of the state, then the limit: a call the state admits takes a place, or, when
+    /// there is none, gives back what the state gave it (a probe slot) and is rejected as full.
     fn admit(&mut self, now: u64) -> (Decision, Option<ModelPermit>) {
+        let (decision, permit) = self.admit_by_state(now);
+        let Some(permit) = permit else { return (decision, None) };
+        if self.limit.is_some_and(|max| self.in_flight >= max) {
+            let state = self.visible(now);
+            self.record_outcome(permit, Outcome::Ignored, now);
+            return (Decision::Full { state }, None);
+        }
+        if self.limit.is_some() {
+            self.in_flight += 1; // without a limit nothing is counted
+        }
+        (decision, Some(permit))
+    }
+
+    fn admit_by_state(&mut self, now: u64) -> (Decision, Option<ModelPermit>) {
         self.settle(now);
         match self.state {
             M::Closed { .. } | M::Disabled => {
@@ -102,7 +125,15 @@ impl Model {
         }
     }
 
+    /// An outcome (or a drop): the place comes back whatever the state makes of it.
     fn record(&mut self, permit: ModelPermit, outcome: Outcome, now: u64) {
+        if self.limit.is_some() {
+            self.in_flight -= 1;
+        }
+        self.record_outcome(permit, outcome, now);
+    }
+
+    fn record_outcome(&mut self, permit: ModelPermit, outcome: Outcome, now: u64) {
         if permit.epoch != self.epoch {
             return;
         }
@@ -160,14 +191,19 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn config() -> impl Strategy<Value = Config> {
-    (1..5u64, prop_oneof![Just(0u64), 1..2_000u64], 1..4u64, 1..4u64, 1..4_000u64).prop_map(
-        |(failures, recovery, successes, calls, probe)| {
-            Config::default()
+    let limit = prop_oneof![Just(None), (1..5u64).prop_map(Some)];
+    (1..5u64, prop_oneof![Just(0u64), 1..2_000u64], 1..4u64, 1..4u64, 1..4_000u64, limit).prop_map(
+        |(failures, recovery, successes, calls, probe, limit)| {
+            let config = Config::default()
                 .failure_threshold(failures)
                 .recovery_timeout(Duration::from_millis(recovery))
                 .success_threshold(successes)
                 .half_open_max_calls(calls)
-                .probe_timeout(Duration::from_millis(probe))
+                .probe_timeout(Duration::from_millis(probe));
+            match limit {
+                Some(n) => config.max_concurrent_calls(n),
+                None => config,
+            }
         },
     )
 }
@@ -191,6 +227,8 @@ proptest! {
             max_calls: config.half_open_max_calls,
             recovery: config.recovery_timeout.as_millis() as u64,
             probe_timeout: config.probe_timeout.as_millis() as u64,
+            limit: config.max_concurrent_calls,
+            in_flight: 0,
         };
         let mut outstanding: Vec<(Permit<'_, &ManualClock, NoMetrics>, ModelPermit)> = Vec::new();
         for op in ops {
@@ -203,6 +241,10 @@ proptest! {
                             let d = Decision::Admitted { probe: p.is_probe() };
                             outstanding.push((p, model_permit.expect("model admitted too")));
                             d
+                        }
+                        Err(r) if r.is_full() => {
+                            prop_assert_eq!((r.limit(), r.retry_after()), (model.limit.map(|n| n as u32), Some(Duration::ZERO)));
+                            Decision::Full { state: r.state() }
                         }
                         Err(r) => Decision::Rejected { state: r.state(), retry_after: r.retry_after() },
                     };
@@ -227,6 +269,7 @@ proptest! {
             }
             let now = clock.now();
             prop_assert_eq!(breaker.state(), model.visible(now));
+            prop_assert_eq!(u64::from(breaker.in_flight()), model.in_flight);
             let s = breaker.snapshot();
             match model.state {
                 M::Closed { failures } => prop_assert_eq!(s.failures(), failures),

@@ -148,3 +148,62 @@ fn closed_path_under_contention_keeps_exact_totals() {
     assert_eq!(breaker.metrics().totals().successes, THREADS as u64 * 100_000);
     assert_eq!(breaker.snapshot(), cb_core::Snapshot::default(), "no write to the word");
 }
+
+#[test]
+fn the_limit_on_calls_in_flight_holds_under_contention_and_every_place_comes_back() {
+    const LIMIT: u64 = 3;
+    const RUN_FOR: Duration = Duration::from_millis(400);
+    // Failing often enough to cycle through every state: the limit holds in CLOSED and in
+    // HALF_OPEN (with its own probe limit) alike.
+    let config = Config::default()
+        .failure_threshold(3)
+        .recovery_timeout(Duration::ZERO)
+        .half_open_max_calls(2)
+        .success_threshold(2)
+        .max_concurrent_calls(LIMIT);
+    let breaker = Arc::new(CircuitBreaker::with_parts(config, MonotonicClock, cb_core::Counters::default()).unwrap());
+    let running = Arc::new(AtomicU64::new(0));
+    let max_seen = Arc::new(AtomicU64::new(0));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let start = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS as u64)
+        .map(|i| {
+            let (b, running, max_seen, attempts, start) =
+                (Arc::clone(&breaker), Arc::clone(&running), Arc::clone(&max_seen), Arc::clone(&attempts), Arc::clone(&start));
+            thread::spawn(move || {
+                let mut seed = 0x2545_F491_4F6C_DD1D ^ (i + 1);
+                start.wait();
+                let began = std::time::Instant::now();
+                while began.elapsed() < RUN_FOR {
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                    let permit = match b.admit() {
+                        Ok(permit) => permit,
+                        Err(rejected) => {
+                            assert!(!rejected.is_full() || rejected.limit() == Some(LIMIT as u32));
+                            continue;
+                        }
+                    };
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    max_seen.fetch_max(now, Ordering::SeqCst);
+                    thread::yield_now();
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    match xorshift(&mut seed) % 10 {
+                        0..=1 => permit.failure(),
+                        2..=7 => permit.success(),
+                        8 => permit.ignore(),
+                        _ => drop(permit),
+                    }
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    let max = max_seen.load(Ordering::SeqCst);
+    assert!(max <= LIMIT, "saw {max} calls at once");
+    assert_eq!(max, LIMIT, "the run never filled the limit, so it proved nothing");
+    assert_eq!(breaker.in_flight(), 0, "every place came back");
+    let t = breaker.metrics().totals();
+    assert!(t.full_rejections > 0);
+    assert!(t.opened > 0, "the run never left CLOSED");
+    assert_eq!(t.requests(), attempts.load(Ordering::Relaxed));
+}

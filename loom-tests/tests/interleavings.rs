@@ -315,3 +315,92 @@ fn rate_window_rotation_and_trip_under_concurrent_records() {
         assert_eq!(*reasons.lock().unwrap(), [cb_core::Reason::FailureRate { failures: 2, calls: 2 }]);
     });
 }
+
+/// `max_concurrent_calls` in CLOSED: three callers race for two places. No interleaving runs
+/// more than two calls at once, a full caller is rejected as full (never by the state), and
+/// every place comes back: by an outcome, and by a permit dropped without one.
+#[test]
+fn the_limit_on_calls_in_flight_holds_and_every_place_comes_back() {
+    loom::model(|| {
+        let s = setup(Config::default().failure_threshold(5).max_concurrent_calls(2));
+        let running = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..3)
+            .map(|i| {
+                let (b, running) = (Arc::clone(&s.breaker), Arc::clone(&running));
+                thread::spawn(move || match b.admit() {
+                    Ok(p) => {
+                        let n = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        assert!(n <= 2, "{n} calls at once");
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        match i {
+                            0 => p.success(),
+                            1 => p.failure(),
+                            _ => drop(p), // no outcome: the drop gives the place back
+                        }
+                    }
+                    Err(r) => assert!(r.is_full() && r.state() == State::Closed, "{r}"),
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(s.breaker.in_flight(), 0);
+        assert_eq!(s.breaker.snapshot().stored_state(), State::Closed);
+    });
+}
+
+/// The limit and the HALF_OPEN probe limit at once: one probe slot, one place, and the place
+/// held by a slow call admitted in CLOSED before the breaker tripped. Two callers race for the
+/// probe while the slow call finishes (stale). Whatever the order: never more than one call
+/// runs, a probe refused for want of a place gives its probe slot back (no slot is lost), and
+/// every place comes back.
+#[test]
+fn the_limit_and_the_probe_limit_together_lose_nothing() {
+    loom::model(|| {
+        let s = setup(
+            Config::default()
+                .failure_threshold(1)
+                .recovery_timeout(Duration::from_millis(10))
+                .success_threshold(2)
+                .max_concurrent_calls(2),
+        );
+        let slow = s.breaker.admit().unwrap().into_ticket(); // CLOSED, holds a place
+        s.breaker.admit().unwrap().failure(); // OPEN; its place is back
+        // One probe slot and, with the slow call holding a place, one place free. A probe's
+        // outcome frees its slot before its place, so a second prober can find a slot and no
+        // place: the path that gives the slot back.
+        s.clock.advance(Duration::from_millis(10));
+        assert_eq!(s.breaker.state(), State::HalfOpen);
+        assert_eq!(s.breaker.in_flight(), 1);
+        let running = Arc::new(AtomicUsize::new(1)); // the slow call
+        let probers: Vec<_> = (0..2)
+            .map(|i| {
+                let (b, running) = (Arc::clone(&s.breaker), Arc::clone(&running));
+                thread::spawn(move || match b.admit() {
+                    Ok(p) => {
+                        assert!(p.is_probe());
+                        let n = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        assert!(n <= 2, "{n} calls at once");
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        if i == 0 {
+                            p.success()
+                        } else {
+                            drop(p)
+                        }
+                    }
+                    Err(r) => assert_eq!(r.state(), State::HalfOpen, "{r}"),
+                })
+            })
+            .collect();
+        let b = Arc::clone(&s.breaker);
+        let finisher = thread::spawn(move || {
+            running.fetch_sub(1, Ordering::SeqCst);
+            b.record(slow, Outcome::Success) // stale: admitted before the trip
+        });
+        probers.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(finisher.join().unwrap(), None);
+        assert_eq!(s.breaker.in_flight(), 0, "every place came back");
+        let snap = s.breaker.snapshot();
+        assert_eq!(snap.stored_state(), State::HalfOpen, "{snap:?}");
+        assert_eq!(snap.in_flight(), 0, "every probe slot came back: {snap:?}");
+    });
+}

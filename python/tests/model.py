@@ -225,6 +225,11 @@ class Model:
             "failure_rate": None,
             "slow_call_rate": None,
             "calls_in_window": None,
+            # The model's breakers have no limit on calls in flight (test_concurrency_limit.py).
+            "max_concurrent_calls": None,
+            "in_flight": None,
+            "total_full_rejections": 0,
+            "concurrency_scope": None,
         }
 
     def metrics(self) -> dict:
@@ -246,6 +251,8 @@ class Model:
             "failure_rate": None,
             "slow_call_rate": None,
             "calls_in_window": None,
+            "in_flight": None,
+            "total_full_rejections": 0,
         }
 
 

@@ -37,7 +37,8 @@ bench:
 	for case in baseline clock closed/none closed/counters open/none open/counters \
 			failure/none failure/counters failure/with_times cycle/none cycle/counters \
 			rate/count rate/time rate/time_failure rate/count_failure rate/count_failure_rates_only \
-			future/closed future/open tower/none tower/closed tower/open tower/static; do \
+			future/closed future/open tower/none tower/closed tower/open tower/static \
+			limit/none limit/counters limit/tower; do \
 		printf '%s ' $$case; valgrind --tool=callgrind --callgrind-out-file=/dev/null \
 			target/release/examples/icount $$case 2>&1 | awk '/Collected/ {print $$4}'; \
 	done > target/bench/icount.txt

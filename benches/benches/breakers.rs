@@ -1,5 +1,6 @@
 //! cb_core against its peers (failsafe, recloser; tower-resilience-circuitbreaker for the tower
-//! middleware) and the physical floor, in one run.
+//! middleware; tower's ConcurrencyLimit and tower-resilience-bulkhead for the limit on calls in
+//! flight) and the physical floor, in one run.
 //!
 //! ```text
 //! cargo bench -p benches --bench breakers
@@ -426,6 +427,45 @@ fn static_tower_service_of<C: Clock + 'static, M: Metrics + 'static>(
     BreakerLayer::new(&*Box::leak(Box::new(breaker))).layer(Answer)
 }
 
+/// `max_concurrent_calls`: a CLOSED call that takes a place and gives it back, beside the same
+/// call without a limit, and the tower middlewares that only limit: tower's
+/// `ConcurrencyLimit` (a tokio semaphore, its permit taken in `poll_ready`) and
+/// tower-resilience's bulkhead in its fail-fast mode (`reject_when_full`). Every tower row is
+/// `poll_ready` + `call` + the response polled once, over the same instant inner service; the
+/// limit is 8 and never reached (one call at a time), so each row is the cost of admitting and
+/// releasing. `cb_core` rows keep the breaker's own work too (state, counters).
+fn limit(c: &mut Criterion) {
+    const MAX: u64 = 8;
+    let mut g = c.benchmark_group("limit_closed_success");
+    let ok = || Ok::<u64, ()>(black_box(1));
+    let b = cb(Config::default(), CoarseClock, Counters::default());
+    g.bench_function("cb_core/no_limit", |i| i.iter(|| b.call(ok)));
+    let b = cb(Config::default().max_concurrent_calls(MAX), CoarseClock, Counters::default());
+    g.bench_function("cb_core/limit", |i| i.iter(|| b.call(ok)));
+    assert_eq!(b.in_flight(), 0);
+
+    let mut alone = Answer;
+    g.bench_function("tower/no_layer", |i| i.iter(|| through(&mut alone, black_box(1))));
+    let mut ours = tower_service_of(cb(Config::default(), CoarseClock, Counters::default()));
+    g.bench_function("tower/cb_core/no_limit", |i| i.iter(|| through(&mut ours, black_box(1))));
+    let mut ours = tower_service_of(cb(Config::default().max_concurrent_calls(MAX), CoarseClock, Counters::default()));
+    g.bench_function("tower/cb_core/limit", |i| i.iter(|| through(&mut ours, black_box(1))));
+    assert_eq!(ours.breaker().in_flight(), 0);
+    let mut ours = static_tower_service_of(cb(Config::default().max_concurrent_calls(MAX), CoarseClock, Counters::default()));
+    g.bench_function("tower/cb_core/limit/static", |i| i.iter(|| through(&mut ours, black_box(1))));
+    let mut theirs = tower::limit::ConcurrencyLimitLayer::new(MAX as usize).layer(Answer);
+    g.bench_function("tower/ConcurrencyLimit", |i| i.iter(|| through(&mut theirs, black_box(1))));
+    // The bulkhead's fail-fast admission is `tokio::time::timeout(ZERO, acquire)`: it needs a
+    // runtime's timer in context (entered, not run: the acquire is ready at the first poll).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let _context = runtime.enter();
+    let bulkhead = tower_resilience_bulkhead::BulkheadLayer::builder().max_concurrent_calls(MAX as usize).reject_when_full().build().unwrap();
+    let mut theirs = bulkhead.layer(Answer);
+    assert_eq!(through(&mut theirs, 1).ok(), Some(1));
+    g.bench_function("tower/tower-resilience-bulkhead", |i| i.iter(|| through(&mut theirs, black_box(1))));
+    g.finish();
+}
+
 /// The plain future path, `breaker.run(ready(..))` polled once, beside the closure API `call`
 /// on the same breaker.
 fn futures(c: &mut Criterion) {
@@ -453,6 +493,6 @@ criterion_group! {
     name = benches;
     config = config();
     targets = floor, open_reject, closed_success, closed_failure, half_open_success, contended, rate_policies,
-        shared_memory, tower_layers, futures
+        shared_memory, tower_layers, futures, limit
 }
 criterion_main!(benches);

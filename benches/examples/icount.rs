@@ -6,7 +6,8 @@
 //! for case in baseline clock closed/none closed/counters open/none open/counters \
 //!             failure/none failure/counters failure/with_times cycle/none cycle/counters \
 //!             rate/count rate/time rate/time_failure rate/count_failure rate/count_failure_rates_only \
-//!             future/closed future/open tower/none tower/closed tower/open tower/static; do
+//!             future/closed future/open tower/none tower/closed tower/open tower/static \
+//!             limit/none limit/counters limit/tower; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/icount $case 2>&1 | grep Collected
 //! done
 //! ```
@@ -27,6 +28,16 @@ fn run<M: Metrics>(metrics: M, open: bool) {
     if open {
         let _ = b.call(|| Err::<(), ()>(()));
     }
+    for _ in 0..CALLS {
+        let _ = black_box(b.call(|| Ok::<u64, ()>(black_box(1))));
+    }
+}
+
+/// A CLOSED success with `max_concurrent_calls` set (never reached): the place taken and
+/// given back, beside `closed/*` without a limit.
+fn limited<M: Metrics>(metrics: M) {
+    let config = Config::default().max_concurrent_calls(8);
+    let b = CircuitBreaker::with_parts(config, CoarseClock, metrics).unwrap();
     for _ in 0..CALLS {
         let _ = black_box(b.call(|| Ok::<u64, ()>(black_box(1))));
     }
@@ -115,6 +126,16 @@ fn main() {
         Some("future/open") => future(true),
         Some("tower/closed") => tower(false),
         Some("tower/open") => tower(true),
+        Some("limit/none") => limited(NoMetrics),
+        Some("limit/counters") => limited(Counters::default()),
+        Some("limit/tower") => {
+            let config = Config::default().max_concurrent_calls(8);
+            let breaker = CircuitBreaker::with_parts(config, CoarseClock, Counters::default()).unwrap();
+            let mut service = BreakerLayer::new(std::sync::Arc::new(breaker)).layer(Answer);
+            for _ in 0..CALLS {
+                let _ = black_box(through(&mut service, black_box(1)));
+            }
+        }
         Some("tower/static") => {
             let breaker: &'static CircuitBreaker = Box::leak(Box::new(CircuitBreaker::new(Config::default()).unwrap()));
             let mut service = BreakerLayer::new(breaker).layer(Answer);

@@ -325,10 +325,9 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
         // The two hot paths decide on one load and write nothing: CLOSED/DISABLED admit, OPEN
         // before its timeout rejects after one clock read. Everything else is out of line, with
         // the time already read.
-        let current = self.store.load();
-        match current.admit_quick(|| self.clock.now(), &self.limits) {
+        match self.store.load().admit_quick(|| self.clock.now(), &self.limits) {
             Quick::Admitted(ticket) if !self.admits_slowly => Ok(ticket),
-            Quick::Admitted(ticket) => self.admitted_slowly(current, ticket),
+            Quick::Admitted(ticket) => self.admitted_slowly(ticket),
             Quick::Rejected { retry_after_ticks } => Err(self.rejected(State::Open, Some(retry_after_ticks))),
             Quick::Undecided { now } => self.admit_slow(now),
         }
@@ -351,24 +350,24 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// ```
     #[inline(always)]
     pub fn admit_without_writing(&self) -> Option<Result<Ticket, Rejected>> {
-        let current = self.store.load();
-        match current.admit_quick(|| self.clock.now(), &self.limits) {
+        match self.store.load().admit_quick(|| self.clock.now(), &self.limits) {
             Quick::Admitted(ticket) if !self.admits_slowly => Some(Ok(ticket)),
-            Quick::Admitted(ticket) => Some(self.admitted_slowly(current, ticket)),
+            Quick::Admitted(ticket) => Some(self.admitted_slowly(ticket)),
             Quick::Rejected { retry_after_ticks } => Some(Err(self.rejected(State::Open, Some(retry_after_ticks)))),
             Quick::Undecided { .. } => None,
         }
     }
 
     /// A CLOSED (or DISABLED) admission that the word made without writing, and that takes a
-    /// place under the limit or is timed (a slow-call policy), or both. `current` is the word
-    /// that admitted it, for the state a full rejection reports.
+    /// place under the limit or is timed (a slow-call policy), or both.
     #[inline(never)]
-    fn admitted_slowly(&self, current: Snapshot, ticket: Ticket) -> Result<Ticket, Rejected> {
+    fn admitted_slowly(&self, ticket: Ticket) -> Result<Ticket, Rejected> {
         if let Some(max) = self.limits.max_concurrent_calls {
             if !self.enter(max) {
-                // CLOSED admission wrote nothing to the word: nothing to undo.
-                return Err(self.full(current.stored_state(), max));
+                // CLOSED admission wrote nothing to the word: nothing to undo. The state the
+                // rejection names is read again (CLOSED or DISABLED, or whatever it is now):
+                // keeping the admitting word would cost the path without a limit a register.
+                return Err(self.full(self.store.load().stored_state(), max));
             }
         }
         Ok(if self.times_calls { self.timed(ticket) } else { ticket })
@@ -501,14 +500,16 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// then its place is given back.
     #[inline(never)]
     fn record_success_slowly(&self, current: Snapshot, ticket: Ticket) -> Option<Transition> {
-        let transition = if self.window.is_some() {
-            self.record_success_windowed(current, ticket)
-        } else if current.ignores_quietly(Outcome::Success) {
+        if self.window.is_some() {
+            return self.record_success_windowed(current, ticket);
+        }
+        // A limit alone: the plain success, then the place back.
+        let transition = if current.ignores_quietly(Outcome::Success) {
             None
         } else {
             self.record_slow(current, ticket, Outcome::Success, LazyNow::new(&self.clock))
         };
-        self.release();
+        self.leave();
         transition
     }
 
@@ -525,13 +526,15 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
     /// (a CLOSED call, not slow, its bucket current and with room, nothing pending on the word)
     /// is one compare-and-set on the bucket, plus a clock read for a time window or a slow-call
     /// policy. Out of line, so that breakers without a rate policy keep their registers.
-    #[inline(always)]
+    #[inline(never)]
     fn record_success_windowed(&self, current: Snapshot, ticket: Ticket) -> Option<Transition> {
         let tripped = self.window_trip(&ticket, Outcome::Success);
-        if current.ignores_quietly(Outcome::Success) && tripped.is_none() {
-            return None;
-        }
-        let transition = self.record_slow(self.store.load(), ticket, Outcome::Success, LazyNow::new(&self.clock));
+        let transition = if current.ignores_quietly(Outcome::Success) && tripped.is_none() {
+            None
+        } else {
+            self.record_slow(self.store.load(), ticket, Outcome::Success, LazyNow::new(&self.clock))
+        };
+        self.release();
         tripped.or(transition)
     }
 

@@ -156,7 +156,7 @@ fn the_limit_on_calls_in_flight_holds_under_contention_and_every_place_comes_bac
     // Failing often enough to cycle through every state: the limit holds in CLOSED and in
     // HALF_OPEN (with its own probe limit) alike.
     let config = Config::default()
-        .failure_threshold(3)
+        .failure_threshold(2)
         .recovery_timeout(Duration::ZERO)
         .half_open_max_calls(2)
         .success_threshold(2)
@@ -188,8 +188,8 @@ fn the_limit_on_calls_in_flight_holds_under_contention_and_every_place_comes_bac
                     thread::yield_now();
                     running.fetch_sub(1, Ordering::SeqCst);
                     match xorshift(&mut seed) % 10 {
-                        0..=1 => permit.failure(),
-                        2..=7 => permit.success(),
+                        0..=3 => permit.failure(),
+                        4..=7 => permit.success(),
                         8 => permit.ignore(),
                         _ => drop(permit),
                     }

@@ -247,7 +247,9 @@ impl Config {
     }
 
     /// The settings in one line, named as the Python package names its arguments: for messages
-    /// such as a configuration that differs from another process's or host's.
+    /// such as a configuration that differs from another process's or host's. Only the settings
+    /// of the shared word: `max_concurrent_calls` is left out, as it may differ between the
+    /// hosts of one Redis breaker without any conflict (each counts its own calls).
     ///
     /// ```
     /// let line = cb_core::Config::default().failure_threshold(3).describe();
@@ -269,9 +271,6 @@ impl Config {
         if let Some(slow) = self.slow_call_duration {
             let rate = self.slow_call_rate_threshold.unwrap_or(1.0);
             line += &format!(", slow_call_seconds={}, slow_call_rate_threshold={rate}", slow.as_secs_f64());
-        }
-        if let Some(n) = self.max_concurrent_calls {
-            line += &format!(", max_concurrent_calls={n}");
         }
         if self.has_rate_policy() {
             line += &format!(", minimum_calls={}", self.minimum_calls);

@@ -617,32 +617,11 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
 
     #[inline(always)]
     fn record_failure_or_ignored_consecutive(&self, ticket: Ticket, outcome: Outcome) -> Option<Transition> {
-        if outcome == Outcome::Failure {
-            if self.metrics.wants_failure_time() {
-                return self.record_failure_timed(ticket);
-            }
-            self.metrics.on_failure(0);
-            return self.count_failure(ticket, LazyNow::new(&self.clock));
-        }
-        self.metrics.on_ignored();
-        self.record_slow(self.store.load(), ticket, outcome, LazyNow::new(&self.clock))
-    }
-
-    /// A failure for metrics that stamp it with the time: out of line, so that the common
-    /// failure makes no call before its compare-and-set (and saves no registers for one).
-    #[inline(never)]
-    fn record_failure_timed(&self, ticket: Ticket) -> Option<Transition> {
         let now = LazyNow::new(&self.clock);
-        self.metrics.on_failure(now.get());
-        self.count_failure(ticket, now)
-    }
-
-    /// A failure, counted on the word: one CAS and no loop machinery when it only counts (and
-    /// none at all when the consecutive count is off).
-    #[inline(always)]
-    fn count_failure(&self, ticket: Ticket, now: LazyNow<'_, C>) -> Option<Transition> {
-        let outcome = Outcome::Failure;
-        {
+        if outcome == Outcome::Failure {
+            self.metrics.on_failure(if self.metrics.wants_failure_time() { now.get() } else { 0 });
+            // A failure that only counts: one CAS, no loop machinery (and none at all when the
+            // consecutive count is off).
             let current = self.store.load();
             if let Some(next) = current.counts_failure(&ticket, &self.limits) {
                 match self.store.compare_exchange(current, next) {
@@ -653,8 +632,10 @@ impl<C: Clock, M: Metrics, S: Store> CircuitBreaker<C, M, S> {
             if current.ignores_failure(&ticket, &self.limits) {
                 return None;
             }
-            self.record_slow(current, ticket, outcome, now)
+            return self.record_slow(current, ticket, outcome, now);
         }
+        self.metrics.on_ignored();
+        self.record_slow(self.store.load(), ticket, outcome, now)
     }
 
     /// The full transition through the CAS loop, with the time if it was read already.

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Tuple
 
-PEERS = ("failsafe", "recloser", "tower-resilience")
+PEERS = ("failsafe", "recloser", "tower-resilience", "tower/ConcurrencyLimit", "tower/tower-resilience-bulkhead")
 # The groups in the order they are reported; any other group follows, sorted by name.
 ORDER = [
     "open_reject",
@@ -26,6 +26,7 @@ ORDER = [
     "tower_closed_success",
     "future_open_reject",
     "future_closed_success",
+    "limit_closed_success",
 ]
 # Groups without peers are measured against a baseline row: (row name, what the rows are,
 # ratio column title).

@@ -394,3 +394,21 @@ def test_the_http_helpers_count_requests_in_flight() -> None:
         first.join(10)
         server.shutdown()
     assert answers == [200]
+
+
+def test_the_health_report_shows_calls_in_flight_and_full_rejections() -> None:
+    from circuit_breaker import CircuitBreakerRegistry
+    from circuit_breaker.health import health_report
+
+    registry = CircuitBreakerRegistry()
+    b = registry.get_or_create("health-limited", max_concurrent_calls=1)
+    held = b.acquire()
+    full_error(b)
+    try:
+        code, body = health_report(registry)
+        reported = body["circuit_breakers"]["health-limited"]
+        assert code == 200 and reported["state"] == "CLOSED"  # full is not a failure
+        assert (reported["in_flight"], reported["max_concurrent_calls"], reported["total_full_rejections"]) == (1, 1, 1)
+    finally:
+        held.success()
+        registry.unregister("health-limited")

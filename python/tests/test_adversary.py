@@ -82,6 +82,7 @@ WORKER = """
                 if not ok and len(stats["bad_status"]) < 5:
                     stats["bad_status"].append([status["state"], totals])
             time.sleep(0.0005)
+    print("ATTACHED", flush=True)
     wait_for_go()
     def guarded(seed):
         try:
@@ -101,10 +102,18 @@ def start_workers(place: str, env: Dict[str, str], count: int) -> "List[subproce
     script = PREAMBLE + f"PLACE = {place}\n" + textwrap.dedent(WORKER)
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("CIRCUIT_BREAKER_")}
     child_env.update(env, CB_TEST_SECONDS=str(SECONDS))
-    return [
+    children = [
         subprocess.Popen([sys.executable, "-c", script], env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(count)
     ]
+    # Every child has attached its breakers before anyone scribbles or forges.
+    for child in children:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if line.strip() != "ATTACHED":
+            child.kill()
+            raise AssertionError(f"a worker did not attach: {line!r} {child.stderr.read() if child.stderr else ''}")
+    return children
 
 
 def check(reports: List[Dict[str, Any]], worst_allowed: float) -> None:
@@ -132,7 +141,6 @@ def test_random_bytes_written_over_a_region_never_crash_hang_or_widen_admission(
     checked_slot = range(4096 + (at - 4096) // slot_size * slot_size, 4096 + ((at - 4096) // slot_size + 1) * slot_size)
     go = tmp_path / "go"
     workers = start_workers(f"{{'shared_memory': {str(path)!r}}}", {"CB_TEST_COUNTER": server.url, "CB_TEST_GO": str(go)}, 2)
-    time.sleep(1.0)  # attached
     go.touch()
     # The checked breaker's own slot is spared: a writer of the region can set any word
     # (README, Safety), so what is checked is that damage anywhere else never widens it.
@@ -177,7 +185,6 @@ def test_forged_words_and_garbage_published_on_the_channels_change_nothing(serve
     assert len(forged) >= 3
     go = tmp_path / "go"
     workers = start_workers(f"{{'redis': {server.url!r}}}", {"CB_TEST_COUNTER": server.url, "CB_TEST_GO": str(go)}, 2)
-    time.sleep(1.5)  # attached
     channels = [k for k in admin.keys("*") if b"checked" in k or b"chaos" in k]
     assert channels, "the breakers' keys were not found"
     garbage = [b"", b"-1", b"18446744073709551616", b"not a word", os.urandom(64), b"9" * 4096]

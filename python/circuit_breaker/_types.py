@@ -47,8 +47,9 @@ class SharedMemoryError(CircuitBreakerError, OSError):
 
 class RedisStoreError(CircuitBreakerError, ConnectionError):
     """Redis refused the breakers' store: a wrong password, or a user whose ACL lacks a command
-    the store needs (GET, SET, MGET, EVALSHA, EVAL, SCRIPT, PUBLISH, PSUBSCRIBE on the key
-    prefix). Raised once, when the store is opened or a breaker attached; an unreachable or
+    the store needs (PING, EVALSHA, EVAL, SCRIPT, TYPE, STRLEN, GET, GETRANGE, SET and PUBLISH on
+    the key prefix, PSUBSCRIBE to it; a database that does not exist is a ``ValueError``). Raised
+    once, when the store is opened or a breaker attached; an unreachable or
     failing Redis never raises (breakers then work on this host's own state)."""
 
 

@@ -111,7 +111,9 @@ def start_workers(place: str, env: Dict[str, str], count: int) -> "List[subproce
         assert child.stdout is not None
         line = child.stdout.readline()
         if line.strip() != "ATTACHED":
-            child.kill()
+            for c in children:  # none is left running
+                c.kill()
+                c.wait()
             raise AssertionError(f"a worker did not attach: {line!r} {child.stderr.read() if child.stderr else ''}")
     return children
 
